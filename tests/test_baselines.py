@@ -1,0 +1,82 @@
+"""Tests of the reference decoders."""
+
+import numpy as np
+import pytest
+
+from vaegan_jax.baselines import MeanImageDecoder, RidgeDecoder
+
+
+def _linear_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxels (n, 40) and images (n, 4, 4) that are an exact linear map of them, values inside [0, 1]."""
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(0.0, 0.02, (40, 16))
+    voxels = rng.normal(0.0, 1.0, (n, 40))
+    images = (0.5 + voxels @ weights).reshape(n, 4, 4)
+    return voxels, images, weights
+
+
+def test_ridge_recovers_a_noise_free_linear_map() -> None:
+    voxels, images, _ = _linear_data(300)
+    decoder = RidgeDecoder().fit(voxels, images)
+    assert decoder.alpha_ == pytest.approx(decoder.alphas.min())
+    np.testing.assert_allclose(decoder.predict(voxels[:50]), images[:50], atol=1e-3)
+    assert decoder.name == "ridge"
+
+
+def test_ridge_generalises_to_new_trials_of_the_same_map() -> None:
+    rng = np.random.default_rng(1)
+    voxels, images, weights = _linear_data(300, seed=1)
+    test_voxels = rng.normal(0.0, 1.0, (20, 40))
+    expected = np.clip(0.5 + test_voxels @ weights, 0.0, 1.0).reshape(20, 4, 4)
+    np.testing.assert_allclose(RidgeDecoder().fit(voxels, images).predict(test_voxels), expected, atol=1e-3)
+
+
+def test_ridge_predictions_are_clipped_to_the_unit_interval() -> None:
+    rng = np.random.default_rng(2)
+    voxels = rng.normal(0.0, 1.0, (60, 30))
+    images = (voxels[:, :9] * 2.0 + 0.5).reshape(60, 3, 3)
+    prediction = RidgeDecoder().fit(voxels, images).predict(voxels * 10)
+    assert prediction.shape == (60, 3, 3)
+    assert prediction.min() >= 0.0 and prediction.max() <= 1.0
+    assert prediction.min() == 0.0 and prediction.max() == 1.0
+
+
+def test_ridge_alpha_depends_only_on_the_training_trials() -> None:
+    rng = np.random.default_rng(3)
+    voxels = rng.normal(0.0, 1.0, (100, 200))
+    images = np.clip(0.3 + 0.1 * voxels[:, :16].reshape(100, 4, 4) + rng.normal(0.0, 0.2, (100, 4, 4)), 0, 1)
+    train = np.arange(80)
+    first = RidgeDecoder().fit(voxels[train], images[train])
+    second = RidgeDecoder().fit(voxels[train], images[train])
+    # Two different "test" sets, predicted after fitting: the fit never saw them, so alpha is the same.
+    first.predict(voxels[80:90])
+    second.predict(voxels[90:])
+    assert first.alpha_ == second.alpha_
+    assert first.alphas.min() < first.alpha_ < first.alphas.max()
+    np.testing.assert_array_equal(first.predict(voxels[80:]), second.predict(voxels[80:]))
+
+
+def test_ridge_picks_more_shrinkage_for_noisier_targets() -> None:
+    rng = np.random.default_rng(4)
+    voxels = rng.normal(0.0, 1.0, (80, 100))
+    signal = 0.05 * voxels[:, :4].reshape(80, 2, 2)
+    clean = RidgeDecoder().fit(voxels, 0.5 + signal + rng.normal(0.0, 0.01, (80, 2, 2)))
+    noisy = RidgeDecoder().fit(voxels, 0.5 + signal + rng.normal(0.0, 0.3, (80, 2, 2)))
+    assert noisy.alpha_ > clean.alpha_
+
+
+def test_mean_decoder_returns_the_mean_training_image() -> None:
+    rng = np.random.default_rng(5)
+    images = rng.uniform(0.0, 1.0, (12, 5, 5))
+    decoder = MeanImageDecoder().fit(rng.normal(size=(12, 7)), images)
+    prediction = decoder.predict(rng.normal(size=(3, 7)))
+    assert prediction.shape == (3, 5, 5)
+    np.testing.assert_allclose(prediction, np.repeat(images.mean(axis=0)[None], 3, axis=0))
+    assert decoder.name == "mean-image"
+
+
+def test_fit_rejects_mismatched_inputs() -> None:
+    with pytest.raises(ValueError, match="voxel rows"):
+        RidgeDecoder().fit(np.zeros((5, 3)), np.zeros((4, 2, 2)))
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        MeanImageDecoder().fit(np.zeros((5, 3)), np.zeros((5, 4)))

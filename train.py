@@ -1,0 +1,79 @@
+"""Train D-VAE/GAN in three stages: `python train.py [--data PATH] [--preset fast] [--out DIR] ...`."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+
+from vaegan_jax import cli
+
+
+def parse_args(argv: list[str]):
+    """The command line of train.py."""
+    from vaegan_jax.config import PRESETS
+
+    parser = cli.OneLineArgumentParser(
+        prog="train.py",
+        description="Train D-VAE/GAN (Ren et al. 2021): stage I VAE/GAN on images, stage II fMRI encoder "
+        "distilled from the image path, stage III fine-tuning. Without --data it trains on the embedded "
+        "synthetic 69-like data set. Curves: tensorboard --logdir runs",
+    )
+    parser.add_argument("--data", metavar="PATH", help="Donders .mat, DGMM .mat or vaegan_jax .npz file (default: embedded synthetic set)")
+    parser.add_argument("--preset", default="fast", choices=sorted(PRESETS), help="model and schedule preset (default: fast)")
+    parser.add_argument("--out", metavar="DIR", help="run folder (default: runs/<time>-<preset>)")
+    parser.add_argument("--epochs", metavar="I,II,III", help="epochs of the three stages, e.g. 10,100,10")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="batch size")
+    parser.add_argument("--seed", type=int, metavar="S", help="training seed (initialisation, batches, validation split)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config field, e.g. --set loss.gamma=0.01 (repeatable)")
+    parser.add_argument("--no-extra-images", action="store_true", help="stage I uses only the fitting trials' images")
+    parser.add_argument("--on-nan", choices=("stop", "rollback"), help="on a NaN/inf loss: stop the run, or roll back and end the stage")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--no-progress", action="store_true", help="print a line per validation instead of progress bars")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    """Parse arguments, load the data, train, print the report."""
+    args = parse_args(argv)
+    from vaegan_jax import config as config_lib
+    from vaegan_jax.data import load_dataset, load_synthetic
+    from vaegan_jax.training import run_training
+
+    config = config_lib.preset(args.preset)
+    assignments = list(args.set)
+    if args.epochs:
+        assignments.append(f"train.epochs={args.epochs}")
+    if args.batch_size is not None:
+        assignments.append(f"train.batch_size={args.batch_size}")
+    if args.seed is not None:
+        assignments.append(f"train.seed={args.seed}")
+    if args.no_extra_images:
+        assignments.append("train.use_extra_images=false")
+    if args.on_nan:
+        assignments.append(f"train.on_nan={args.on_nan}")
+    config = config_lib.override(config, assignments)
+    out = args.out or f"runs/{datetime.datetime.now():%Y%m%d-%H%M%S}-{config.preset}"
+    dataset = load_dataset(args.data) if args.data else load_synthetic()
+    with cli.stop_on_signals() as interrupt:
+        paths, report = run_training(
+            config, dataset, out, resume=args.resume, overwrite=args.overwrite, argv=sys.argv,
+            interrupt=interrupt, progress=not args.no_progress and sys.stderr.isatty(),
+        )
+    print(f"\nbest checkpoint: step {report['checkpoint_step']} (stage {report['stage']}, epoch {report['epoch_in_stage']}), chosen by validation PCC")
+    print(f"{'split':6} {'path':6} {'PCC':>7} {'MSE':>7} {'SSIM':>7} {'2-way':>7}")
+    for split in ("val", "test"):
+        values = report[split]
+        for path in ("fmri", "image"):
+            if values:
+                row = [values[f"{m}_{path}"] for m in ("pcc", "mse", "ssim", "ident_2way")]
+                print(f"{split:6} {path:6} " + " ".join(f"{v:7.4f}" for v in row))
+    print(f"\nrun folder   {paths.root}\ncheckpoints  {paths.checkpoints}\ntensorboard  tensorboard --logdir {paths.tensorboard}"
+          f"\npicture      {paths.grid}\nmetrics      {paths.metrics}\nreport       python eval.py --ckpt {paths.root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

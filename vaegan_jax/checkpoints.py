@@ -1,0 +1,116 @@
+"""Orbax checkpoints of a run: every train state, the voxel scaler and RNG, plus JSON metadata.
+
+Each checkpoint holds two items: `state` (a pytree of arrays, restored onto the current device) and
+`meta` (JSON: format version, stage, epoch, config, data fingerprint, validation score). The latest
+checkpoint and the best by validation score are kept.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+from vaegan_jax.errors import CheckpointError
+
+FORMAT_VERSION = 1
+NO_SCORE = -1.0
+
+
+def _abstract(tree: Any) -> Any:
+    """Shape/dtype/sharding of every array of `tree`, so a restore lands on this machine's device."""
+    device = jax.devices()[0]
+    sharding = jax.sharding.SingleDeviceSharding(device)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+class CheckpointStore:
+    """A run's checkpoint folder: save, list, validate and restore."""
+
+    def __init__(self, directory: str | os.PathLike, read_only: bool = False) -> None:
+        self.directory = Path(directory).absolute()
+        policy = checkpoint_managers.AnyPreservationPolicy(
+            [
+                checkpoint_managers.LatestN(n=1),
+                checkpoint_managers.BestN(get_metric_fn=lambda m: m["val_score"], n=1),
+            ]
+        )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy, create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only
+        )
+        try:
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{self.directory}: cannot open checkpoint folder ({err})") from None
+
+    def save(self, step: int, arrays: Any, meta: dict[str, Any], val_score: float | None) -> None:
+        """Save arrays and metadata as checkpoint `step` (asynchronously; `wait` finishes it)."""
+        meta = {**meta, "format_version": FORMAT_VERSION, "val_score": NO_SCORE if val_score is None else val_score}
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
+            metrics={"val_score": meta["val_score"]},
+            force=True,
+        )
+
+    def wait(self) -> None:
+        """Block until pending saves are on disk."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finish pending saves and release the manager."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def steps(self) -> list[int]:
+        """Completed checkpoint steps, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        """The newest completed checkpoint, or None."""
+        return self._manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """The checkpoint with the highest validation score, or the latest if none has a score."""
+        steps = self.steps()
+        if not steps:
+            return None
+        scored = [(self.read_meta(s).get("val_score", NO_SCORE), s) for s in steps]
+        best_score, best = max(scored)
+        return best if best_score > NO_SCORE else steps[-1]
+
+    def read_meta(self, step: int) -> dict[str, Any]:
+        """The JSON metadata of checkpoint `step`, validated for this code's format."""
+        try:
+            meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as err:  # orbax raises many types for a damaged folder
+            raise CheckpointError(f"{self.directory}/{step}: unreadable checkpoint metadata ({_short(err)})") from None
+        if not isinstance(meta, dict) or "format_version" not in meta:
+            raise CheckpointError(f"{self.directory}/{step}: not a vaegan_jax checkpoint (no format version)")
+        if meta["format_version"] != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{self.directory}/{step}: checkpoint format {meta['format_version']} was written by another "
+                f"version of vaegan_jax; this one reads format {FORMAT_VERSION}"
+            )
+        return meta
+
+    def restore(self, step: int, template: Any) -> tuple[Any, dict[str, Any]]:
+        """Arrays shaped like `template` (on this machine's device) and the metadata of checkpoint `step`."""
+        meta = self.read_meta(step)
+        try:
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(template)))
+            )
+        except Exception as err:  # orbax raises many types for a damaged or mismatched folder
+            raise CheckpointError(f"{self.directory}/{step}: cannot restore checkpoint ({_short(err)})") from None
+        return restored["state"], meta
+
+
+def _short(err: Exception) -> str:
+    """The first line of an exception's message, for one-line errors."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__

@@ -1,0 +1,72 @@
+"""What the command-line entry points share: one-line errors, exit codes, signal handling."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import Callable, Iterator
+from contextlib import contextmanager
+
+from vaegan_jax.errors import VaeganError
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+
+def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
+    """Run a CLI main: project errors become one line on stderr and exit code 2 (tracebacks only with --debug)."""
+    from vaegan_jax.training import Diverged, Interrupted
+
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        return main(argv)
+    except Interrupted as err:
+        print(str(err), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Diverged as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except VaeganError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted before training started; nothing was saved", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM, so the training loop can save and stop between epochs."""
+    event = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if event.is_set():
+            raise KeyboardInterrupt
+        print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this epoch (again to abort)", file=sys.stderr)
+        event.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield event
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line and exit code 2, like every other bad input."""
+
+    def error(self, message: str) -> None:
+        """Print `error: message (see --help)` and exit 2."""
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)

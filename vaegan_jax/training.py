@@ -1,0 +1,432 @@
+"""The three-stage training loop: run folder, data on the device, one compiled call per epoch,
+validation, TensorBoard, checkpoints, resumption, interruption and divergence handling."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
+
+import vaegan_jax
+from vaegan_jax import config as config_lib
+from vaegan_jax import metrics as metrics_lib
+from vaegan_jax.checkpoints import CheckpointStore
+from vaegan_jax.config import Config
+from vaegan_jax.data.dataset import Dataset
+from vaegan_jax.data.prepare import PreparedData, prepare, to_model_images, to_native_images
+from vaegan_jax.errors import CheckpointError, ConfigError, VaeganError
+from vaegan_jax.images import labelled_grid, save_png
+from vaegan_jax.steps import STAGES, Stage, States, EpochRunner, create_states, make_eval_losses, make_reconstruct
+
+SUMMARY_METRICS = ("pcc", "mse", "ssim", "ident_2way")
+
+
+class Interrupted(VaeganError):
+    """Training stopped on a signal after saving a checkpoint."""
+
+
+class Diverged(VaeganError):
+    """A loss or parameter became NaN or infinite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    """Where a run keeps its files."""
+
+    root: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def run_info(self) -> Path:
+        return self.root / "run_info.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def grid(self) -> Path:
+        return self.root / "reconstructions.png"
+
+
+def resolve_image_size(config: Config, dataset: Dataset) -> Config:
+    """Fill in the native image size when the preset leaves it open (image_size 0)."""
+    if config.model.image_size:
+        return config
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, image_size=dataset.image_size))
+
+
+def stage_offsets(config: Config) -> list[int]:
+    """Global epoch count before each stage starts (checkpoint steps count epochs across stages)."""
+    offsets, total = [], 0
+    for n in config.train.epochs:
+        offsets.append(total)
+        total += n
+    return offsets
+
+
+def run_info(config: Config, dataset: Dataset, argv: list[str] | None) -> dict[str, Any]:
+    """Everything needed to repeat a run: command, code and package versions, data fingerprint."""
+    import flax
+    import optax
+    import orbax.checkpoint
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "command": argv if argv is not None else sys.argv,
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "vaegan_jax": vaegan_jax.__version__,
+        "git_commit": commit or None,
+        "python": platform.python_version(),
+        "packages": {
+            "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
+            "orbax-checkpoint": orbax.checkpoint.__version__, "numpy": np.__version__,
+        },
+        "devices": [str(d) for d in jax.devices()],
+        "data": data_meta(dataset),
+        "preset": config.preset,
+    }
+
+
+def data_meta(dataset: Dataset) -> dict[str, Any]:
+    """What a checkpoint records of its data, to recognise it again."""
+    return {
+        "name": dataset.name, "source": dataset.source, "fingerprint": dataset.fingerprint,
+        "n_voxels": dataset.n_voxels, "image_size": dataset.image_size,
+    }
+
+
+def open_run_folder(out: str | os.PathLike, resume: bool, overwrite: bool) -> RunPaths:
+    """Create (or reopen for --resume) a run folder, refusing to clobber an earlier run; check it is writable."""
+    paths = RunPaths(Path(out))
+    exists = paths.root.exists() and any(paths.root.iterdir())
+    if exists and not (resume or overwrite):
+        raise ConfigError(f"{paths.root}: run folder exists; pass --resume to continue it or --overwrite to replace it")
+    if resume and not paths.config.exists():
+        raise CheckpointError(f"{paths.root}: nothing to resume (no config.json)")
+    if overwrite and exists and not resume:
+        shutil.rmtree(paths.root)
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        probe = paths.root / ".write_probe"
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"{paths.root}: output folder is not writable ({err.strerror})") from None
+    return paths
+
+
+def _check_free_space(paths: RunPaths, states: States) -> None:
+    """Fail before training when the disk cannot hold two checkpoints of these states."""
+    need = 2 * sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(states) if hasattr(x, "dtype"))
+    free = shutil.disk_usage(paths.root).free
+    if free < need:
+        raise ConfigError(f"{paths.root}: {free / 2**20:.0f} MiB free, checkpoints need about {need / 2**20:.0f} MiB")
+
+
+class Trainer:
+    """Runs the stages of STAGES on one data set, writing into one run folder."""
+
+    def __init__(
+        self,
+        config: Config,
+        dataset: Dataset,
+        paths: RunPaths,
+        interrupt: threading.Event | None = None,
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.config = resolve_image_size(config, dataset)
+        config_lib.validate(self.config)
+        self.dataset = dataset
+        self.paths = paths
+        self.interrupt = interrupt or threading.Event()
+        self.progress = progress
+        self.log = log
+        train = self.config.train
+        self.data: PreparedData = prepare(dataset, train.val_trials, train.seed)
+        if len(self.data.fit) < train.batch_size:
+            raise ConfigError(f"batch size {train.batch_size} exceeds the {len(self.data.fit)} fitting trials")
+        size = self.config.model.image_size
+        stage1_images = self.data.fit.images
+        if train.use_extra_images and self.data.extra_images is not None:
+            stage1_images = np.concatenate([stage1_images, self.data.extra_images])
+        self.arrays = {
+            "images_only": {"image": to_model_images(stage1_images, size)},
+            "paired": {"image": to_model_images(self.data.fit.images, size), "voxels": jnp.asarray(self.data.fit.voxels)},
+            "val": {"image": to_model_images(self.data.val.images, size), "voxels": jnp.asarray(self.data.val.voxels)},
+            "test": {"image": to_model_images(self.data.test.images, size), "voxels": jnp.asarray(self.data.test.voxels)},
+        }
+        self.key = jax.random.key(train.seed)
+        self.states = create_states(self.config, dataset.n_voxels, jax.random.fold_in(self.key, 0))
+        self.epoch_runners = {
+            s.number: EpochRunner(self.config, s, len(self.arrays["paired" if s.paired else "images_only"]["image"]))
+            for s in STAGES
+        }
+        self.eval_loss_fns = {s.number: jax.jit(make_eval_losses(self.config, s)) for s in STAGES}
+        self.reconstruct = {
+            "fmri": jax.jit(make_reconstruct(self.config, "cognitive_encoder")),
+            "image": jax.jit(make_reconstruct(self.config, "visual_encoder")),
+        }
+        self.offsets = stage_offsets(self.config)
+        self.epochs_done = 0
+
+    def summary(self) -> str:
+        """A few lines on what this run is about to do."""
+        cfg, data = self.config, self.data
+        extra = 0 if data.extra_images is None or not cfg.train.use_extra_images else len(data.extra_images)
+        return "\n".join([
+            f"data     {self.dataset.summary()}",
+            f"split    fit {len(data.fit)} / val {len(data.val)} / test {len(data.test)} trials "
+            f"(+{extra} image-only for stage I); voxels z-scored with fit-trial statistics",
+            f"model    preset {cfg.preset}: {cfg.model.image_size}x{cfg.model.image_size} images, "
+            f"latent {cfg.model.latent_dim}, batch {cfg.train.batch_size}, epochs I/II/III {cfg.train.epochs}",
+            f"devices  {', '.join(str(d) for d in jax.devices())}",
+            f"run      {self.paths.root}",
+        ])
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def checkpoint_arrays(self) -> dict[str, Any]:
+        """The arrays a checkpoint holds: every train state, the voxel scaler and the base RNG key."""
+        return {
+            "states": self.states,
+            "scaler": {"mean": jnp.asarray(self.data.scaler.mean), "std": jnp.asarray(self.data.scaler.std)},
+            "rng": jax.random.key_data(self.key),
+        }
+
+    def checkpoint_meta(self, stage: Stage, epoch_in_stage: int) -> dict[str, Any]:
+        """The JSON half of a checkpoint."""
+        return {
+            "stage": stage.number,
+            "epoch_in_stage": epoch_in_stage,
+            "epochs_done": self.epochs_done,
+            "config": config_lib.to_dict(self.config),
+            "data": data_meta(self.dataset),
+            "split": {
+                "fit": self.data.fit.indices.tolist(),
+                "val": self.data.val.indices.tolist(),
+                "test": self.data.test.indices.tolist(),
+            },
+            "vaegan_jax": vaegan_jax.__version__,
+        }
+
+    def restore(self, store: CheckpointStore, step: int) -> dict[str, Any]:
+        """Load checkpoint `step` into this trainer; returns its metadata."""
+        arrays, meta = store.restore(step, self.checkpoint_arrays())
+        if meta["data"]["fingerprint"] != self.dataset.fingerprint:
+            raise CheckpointError(
+                f"{store.directory}/{step}: checkpoint was trained on data {meta['data']['fingerprint']} "
+                f"({meta['data']['source']}), not on {self.dataset.fingerprint} ({self.dataset.source})"
+            )
+        self.states = arrays["states"]
+        self.epochs_done = meta["epochs_done"]
+        return meta
+
+    # -- evaluation ------------------------------------------------------------------------------
+
+    def reconstructions(self, split: str, path: str) -> np.ndarray:
+        """Deterministic reconstructions of a split at the stimulus resolution, in [0, 1]."""
+        arrays = self.arrays[split]
+        inputs = arrays["voxels"] if path == "fmri" else arrays["image"]
+        return to_native_images(self.reconstruct[path](self.states, inputs), self.dataset.image_size)
+
+    def split_metrics(self, split: str) -> dict[str, float]:
+        """Mean PCC, MSE, SSIM and 2-way identification of both paths on a split."""
+        trials = getattr(self.data, split)
+        result = {}
+        for path in ("fmri", "image"):
+            per_image = metrics_lib.reconstruction_metrics(trials.images, self.reconstructions(split, path))
+            result.update({f"{name}_{path}": float(np.mean(per_image[name])) for name in SUMMARY_METRICS})
+        return result
+
+    def validate(self, stage: Stage, writer: SummaryWriter) -> float | None:
+        """Log validation losses, metrics and a reconstruction grid; return the fMRI-path validation PCC."""
+        if len(self.data.val) == 0:
+            return None
+        step = self.epochs_done
+        key = jax.random.fold_in(self.key, 10_000 + step)
+        for name, value in self.eval_loss_fns[stage.number](self.states, self.arrays["val"], key).items():
+            writer.add_scalar(f"{stage.name}/val/{name}", float(value), step)
+        values = self.split_metrics("val")
+        for name, value in values.items():
+            writer.add_scalar(f"{stage.name}/val/{name}", value, step)
+        grid = labelled_grid(
+            [self.data.val.images, self.reconstructions("val", "image"), self.reconstructions("val", "fmri")],
+            ["stimulus", "image path", "fMRI path"],
+        )
+        writer.add_image(f"{stage.name}/val/reconstructions", grid[..., None], step, dataformats="HWC")
+        # Stage I has not trained the fMRI path yet: its checkpoints are not candidates for "best".
+        return values["pcc_fmri"] if stage.number > 1 else None
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _log_epoch(self, stage: Stage, metrics: dict[str, np.ndarray], writer: SummaryWriter) -> dict[str, float]:
+        means = {name: float(np.mean(value)) for name, value in metrics.items() if not name.startswith("finite/")}
+        for name, value in means.items():
+            writer.add_scalar(f"{stage.name}/{name}", value, self.epochs_done)
+        return means
+
+    def _check_finite(self, stage: Stage, epoch: int, metrics: dict[str, np.ndarray]) -> str | None:
+        """A description of the first non-finite loss or parameter of the epoch, or None."""
+        for name, values in metrics.items():
+            if name.startswith("loss/"):
+                bad = np.flatnonzero(~np.isfinite(np.atleast_1d(values)))
+                if bad.size:
+                    return (f"{stage.name} epoch {epoch} step {int(bad[0])}: {name.split('/')[1]} loss "
+                            f"became {float(np.atleast_1d(values)[bad[0]])}")
+        for name, ok in metrics.items():
+            if name.startswith("finite/") and not bool(ok):
+                return f"{stage.name} epoch {epoch}: {name.split('/')[1]} parameters became non-finite"
+        return None
+
+    def run_stage(self, stage: Stage, store: CheckpointStore, writer: SummaryWriter) -> None:
+        """Train one stage from wherever `epochs_done` says it stands."""
+        total = self.config.train.epochs[stage.number - 1]
+        start = self.epochs_done - self.offsets[stage.number - 1]
+        if total == 0 or start >= total:
+            return
+        data = self.arrays["paired" if stage.paired else "images_only"]
+        every = self.config.train.eval_every
+        bar = tqdm(range(start, total), desc=f"stage {stage.number}", initial=start, total=total,
+                   disable=not self.progress, leave=True, dynamic_ncols=True)
+        for epoch in bar:
+            epoch_key = jax.random.fold_in(jax.random.fold_in(self.key, stage.number), epoch)
+            states, metrics = self.epoch_runners[stage.number](self.states, data, epoch_key)
+            metrics = jax.device_get(metrics)
+            problem = self._check_finite(stage, epoch + 1, metrics)
+            if problem is not None:
+                self._handle_divergence(problem, store)
+                return
+            self.states = states
+            self.epochs_done += 1
+            means = self._log_epoch(stage, metrics, writer)
+            bar.set_postfix({k.split("/")[1][:5]: f"{v:.3g}" for k, v in means.items() if k.startswith("loss/")})
+            done = epoch + 1 == total
+            if done or (epoch + 1) % every == 0 or self.interrupt.is_set():
+                score = self.validate(stage, writer)
+                store.save(self.epochs_done, self.checkpoint_arrays(), self.checkpoint_meta(stage, epoch + 1), score)
+                writer.flush()
+                if not self.progress:
+                    self.log(f"{stage.name} epoch {epoch + 1}/{total}: "
+                             + ", ".join(f"{k} {v:.4g}" for k, v in means.items() if k.startswith("loss/"))
+                             + ("" if score is None else f", val PCC (fMRI) {score:.4f}"))
+            if self.interrupt.is_set():
+                bar.close()
+                store.wait()
+                raise Interrupted(
+                    f"interrupted: saved checkpoint {self.epochs_done} in {store.directory}; "
+                    f"continue with --resume --out {self.paths.root}"
+                )
+        bar.close()
+
+    def _handle_divergence(self, problem: str, store: CheckpointStore) -> None:
+        """Stop the run (on_nan=stop) or roll back to the last good checkpoint and end the stage."""
+        store.wait()
+        last = store.latest_step()
+        if self.config.train.on_nan == "stop" or last is None:
+            where = f"; last good checkpoint: {store.directory}/{last}" if last is not None else ""
+            raise Diverged(f"diverged at {problem}{where}")
+        self.restore(store, last)
+        self.log(f"warning: diverged at {problem}; rolled back to checkpoint {last} and ended the stage")
+
+    def train(self, resume: bool) -> dict[str, Any]:
+        """Run every remaining stage; return the final validation and test metrics of the best checkpoint."""
+        store = CheckpointStore(self.paths.checkpoints)
+        try:
+            if resume and store.latest_step() is not None:
+                self.restore(store, store.latest_step())
+                self.log(f"resuming after epoch {self.epochs_done} (checkpoint {store.latest_step()})")
+            _check_free_space(self.paths, self.checkpoint_arrays())
+            with SummaryWriter(str(self.paths.tensorboard)) as writer:
+                for stage in STAGES:
+                    stage_end = self.offsets[stage.number - 1] + self.config.train.epochs[stage.number - 1]
+                    if self.epochs_done < stage_end:
+                        self.epochs_done = max(self.epochs_done, self.offsets[stage.number - 1])
+                        self.run_stage(stage, store, writer)
+                store.wait()
+                return self.final_report(store, writer)
+        finally:
+            store.close()
+
+    def final_report(self, store: CheckpointStore, writer: SummaryWriter) -> dict[str, Any]:
+        """Restore the best checkpoint by validation score; write metrics.json and the reconstruction grid."""
+        best = store.best_step()
+        if best is not None:
+            meta = self.restore(store, best)
+            stage, epoch = meta["stage"], meta["epoch_in_stage"]
+        else:
+            stage, epoch = 0, 0
+        report = {
+            "checkpoint_step": best,
+            "stage": stage,
+            "epoch_in_stage": epoch,
+            "val": self.split_metrics("val") if len(self.data.val) else {},
+            "test": self.split_metrics("test"),
+        }
+        grid = labelled_grid(
+            [self.data.test.images, self.reconstructions("test", "fmri"), self.reconstructions("test", "image")],
+            ["stimulus", "fMRI path", "image path"],
+        )
+        save_png(self.paths.grid, grid)
+        writer.add_image("final/test_reconstructions", grid[..., None], self.epochs_done, dataformats="HWC")
+        tmp = self.paths.metrics.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(report, indent=2))
+        os.replace(tmp, self.paths.metrics)
+        return report
+
+
+def run_training(
+    config: Config,
+    dataset: Dataset,
+    out: str | os.PathLike,
+    resume: bool = False,
+    overwrite: bool = False,
+    argv: list[str] | None = None,
+    interrupt: threading.Event | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[RunPaths, dict[str, Any]]:
+    """Train in run folder `out` (continuing it with `resume`); return its paths and the final report."""
+    paths = open_run_folder(out, resume, overwrite)
+    if resume:
+        saved = config_lib.from_dict(json.loads(paths.config.read_text()))
+        if resolve_image_size(config, dataset) != saved:
+            log(f"note: --resume continues with the run's saved config {paths.config}")
+        config = saved
+    trainer = Trainer(config, dataset, paths, interrupt=interrupt, progress=progress, log=log)
+    if not resume:
+        config_lib.save_json(trainer.config, paths.config)
+        paths.run_info.write_text(json.dumps(run_info(trainer.config, dataset, argv), indent=2))
+    log(trainer.summary())
+    return paths, trainer.train(resume)
