@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     dataset = load_dataset(args.data) if args.data else load_synthetic()
     with cli.stop_on_signals() as interrupt:
         paths, report = run_training(
-            config, dataset, out, resume=args.resume, overwrite=args.overwrite, argv=sys.argv,
+            config, dataset, out, resume=args.resume, overwrite=args.overwrite, argv=["train.py", *argv],
             interrupt=interrupt, progress=not args.no_progress and sys.stderr.isatty(),
         )
     print(f"\nbest checkpoint: step {report['checkpoint_step']} (stage {report['stage']}, epoch {report['epoch_in_stage']}), chosen by validation PCC")

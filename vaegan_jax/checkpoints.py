@@ -3,11 +3,16 @@
 Each checkpoint holds two items: `state` (a pytree of arrays, restored onto the current device) and
 `meta` (JSON: format version, stage, epoch, config, data fingerprint, validation score). The latest
 checkpoint and the best by validation score are kept.
+
+A checkpoint is written into a temporary folder and renamed into place when complete; an old one is
+renamed into `pruned/` and deleted from there. Either way a process killed at any moment leaves every
+step folder whole, and the next store opened on the folder removes the leftovers.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ from vaegan_jax.errors import CheckpointError
 
 FORMAT_VERSION = 1
 NO_SCORE = -1.0
+PRUNED = "pruned"
 
 
 def _abstract(tree: Any) -> Any:
@@ -33,23 +39,33 @@ class CheckpointStore:
 
     def __init__(self, directory: str | os.PathLike, read_only: bool = False) -> None:
         self.directory = Path(directory).absolute()
+        self.read_only = read_only
         policy = checkpoint_managers.AnyPreservationPolicy(
             [
                 checkpoint_managers.LatestN(n=1),
-                checkpoint_managers.BestN(get_metric_fn=lambda m: m["val_score"], n=1),
+                checkpoint_managers.BestN(get_metric_fn=_val_score, n=1),
             ]
         )
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policy, create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only
+            preservation_policy=policy,
+            # Only with best_fn does orbax write the scores to disk; without them a reopened (resumed) run
+            # would never prune the checkpoints it started with.
+            best_fn=_val_score,
+            todelete_subdir=PRUNED,
+            create=not read_only,
+            read_only=read_only,
+            cleanup_tmp_directories=not read_only,
         )
         try:
             self._manager = ocp.CheckpointManager(self.directory, options=options)
         except (OSError, ValueError) as err:
             raise CheckpointError(f"{self.directory}: cannot open checkpoint folder ({err})") from None
+        self._purge_pruned()
 
     def save(self, step: int, arrays: Any, meta: dict[str, Any], val_score: float | None) -> None:
         """Save arrays and metadata as checkpoint `step` (asynchronously; `wait` finishes it)."""
         meta = {**meta, "format_version": FORMAT_VERSION, "val_score": NO_SCORE if val_score is None else val_score}
+        self.wait()
         self._manager.save(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
@@ -58,13 +74,21 @@ class CheckpointStore:
         )
 
     def wait(self) -> None:
-        """Block until pending saves are on disk."""
+        """Block until pending saves are on disk and the checkpoints they replace are deleted."""
         self._manager.wait_until_finished()
+        self._purge_pruned()
 
     def close(self) -> None:
         """Finish pending saves and release the manager."""
-        self._manager.wait_until_finished()
+        self.wait()
         self._manager.close()
+
+    def _purge_pruned(self) -> None:
+        """Delete the checkpoints orbax moved aside (a kill during an earlier purge left some behind)."""
+        pruned = self.directory / PRUNED
+        if not self.read_only and pruned.is_dir():
+            for old in pruned.iterdir():
+                shutil.rmtree(old, ignore_errors=True)
 
     def steps(self) -> list[int]:
         """Completed checkpoint steps, oldest first."""
@@ -108,6 +132,10 @@ class CheckpointStore:
         except Exception as err:  # orbax raises many types for a damaged or mismatched folder
             raise CheckpointError(f"{self.directory}/{step}: cannot restore checkpoint ({_short(err)})") from None
         return restored["state"], meta
+
+
+def _val_score(metrics: dict[str, float]) -> float:
+    return metrics["val_score"]
 
 
 def _short(err: Exception) -> str:

@@ -40,7 +40,7 @@ def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             raise
-        print("interrupted before training started; nothing was saved", file=sys.stderr)
+        print("aborted; checkpoints completed before the signal are kept", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -100,7 +100,7 @@ def create_states(config: Config, n_voxels: int, key: jax.Array) -> States:
             params=variables["params"],
             batch_stats=variables.get("batch_stats", {}),
             tx=make_optimizer(config, name),
-        )
+        ).replace(step=jnp.zeros((), jnp.int32))
     return states
 
 
@@ -288,14 +288,25 @@ def make_eval_losses(config: Config, stage: Stage) -> Callable[[States, Batch, j
 
 
 def make_reconstruct(config: Config, encoder: str) -> Callable[[States, jax.Array], jax.Array]:
-    """Deterministic reconstruction through `encoder`: posterior mean, BN running statistics."""
+    """Deterministic reconstruction through `encoder` with BN running statistics.
+
+    The image path decodes the posterior mean; the fMRI path follows `config.inference` (posterior mean,
+    or the mean of G over fixed posterior draws).
+    """
     networks = build_networks(config.model)
+    samples = config.inference.samples if encoder == "cognitive_encoder" else 0
+    temperature = config.inference.temperature
 
     def reconstruct(states: States, inputs: jax.Array) -> jax.Array:
         def variables(name):
             return {"params": states[name].params, "batch_stats": states[name].batch_stats}
 
-        mu, _ = networks[encoder].apply(variables(encoder), inputs, train=False)
-        return networks["generator"].apply(variables("generator"), mu, train=False)
+        mu, logvar = networks[encoder].apply(variables(encoder), inputs, train=False)
+        if samples == 0:
+            return networks["generator"].apply(variables("generator"), mu, train=False)
+        eps = jax.random.normal(jax.random.key(config.train.seed), (samples, *mu.shape), mu.dtype)
+        z = (mu + temperature * jnp.exp(0.5 * logvar) * eps).reshape(-1, mu.shape[-1])
+        images = networks["generator"].apply(variables("generator"), z, train=False)
+        return jnp.mean(images.reshape(samples, *mu.shape[:1], *images.shape[1:]), axis=0)
 
     return reconstruct

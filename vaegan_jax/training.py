@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -30,9 +31,13 @@ from vaegan_jax.data.dataset import Dataset
 from vaegan_jax.data.prepare import PreparedData, prepare, to_model_images, to_native_images
 from vaegan_jax.errors import CheckpointError, ConfigError, VaeganError
 from vaegan_jax.images import labelled_grid, save_png
+from vaegan_jax.initialisation import ridge_initialised_cognitive_encoder
 from vaegan_jax.steps import STAGES, Stage, States, EpochRunner, create_states, make_eval_losses, make_reconstruct
 
 SUMMARY_METRICS = ("pcc", "mse", "ssim", "ident_2way")
+RECORDED_PACKAGES = (
+    "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "scikit-image", "tensorboardX",
+)
 
 
 class Interrupted(VaeganError):
@@ -92,30 +97,37 @@ def stage_offsets(config: Config) -> list[int]:
 
 def run_info(config: Config, dataset: Dataset, argv: list[str] | None) -> dict[str, Any]:
     """Everything needed to repeat a run: command, code and package versions, data fingerprint."""
-    import flax
-    import optax
-    import orbax.checkpoint
-
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
+    commit = _git("rev-parse", "HEAD")
+    # Uncommitted edits to tracked files mean the commit alone does not name the code that ran.
+    changes = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "command": argv if argv is not None else sys.argv,
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "vaegan_jax": vaegan_jax.__version__,
         "git_commit": commit or None,
+        "git_dirty": None if commit is None else bool(changes),
         "python": platform.python_version(),
-        "packages": {
-            "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
-            "orbax-checkpoint": orbax.checkpoint.__version__, "numpy": np.__version__,
-        },
+        "packages": {name: _package_version(name) for name in RECORDED_PACKAGES},
         "devices": [str(d) for d in jax.devices()],
         "data": data_meta(dataset),
         "preset": config.preset,
     }
+
+
+def _git(*args: str) -> str | None:
+    """Output of a git command run beside this file, or None outside a git checkout."""
+    try:
+        done = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def data_meta(dataset: Dataset) -> dict[str, Any]:
@@ -127,15 +139,21 @@ def data_meta(dataset: Dataset) -> dict[str, Any]:
 
 
 def open_run_folder(out: str | os.PathLike, resume: bool, overwrite: bool) -> RunPaths:
-    """Create (or reopen for --resume) a run folder, refusing to clobber an earlier run; check it is writable."""
+    """Check that a run folder can be used without clobbering an earlier run, and that it is writable.
+
+    Creates the folder when missing but deletes nothing: with `overwrite`, `run_training` clears the
+    earlier run only once the new one has been set up without error.
+    """
     paths = RunPaths(Path(out))
-    exists = paths.root.exists() and any(paths.root.iterdir())
+    if paths.root.exists() and not paths.root.is_dir():
+        raise ConfigError(f"{paths.root}: exists and is not a folder")
+    exists = paths.root.is_dir() and any(paths.root.iterdir())
     if exists and not (resume or overwrite):
         raise ConfigError(f"{paths.root}: run folder exists; pass --resume to continue it or --overwrite to replace it")
     if resume and not paths.config.exists():
         raise CheckpointError(f"{paths.root}: nothing to resume (no config.json)")
-    if overwrite and exists and not resume:
-        shutil.rmtree(paths.root)
+    if exists and overwrite and not resume and not (paths.config.exists() or paths.checkpoints.is_dir()):
+        raise ConfigError(f"{paths.root}: not a run folder (no config.json or checkpoints); --overwrite only replaces runs")
     try:
         paths.root.mkdir(parents=True, exist_ok=True)
         probe = paths.root / ".write_probe"
@@ -144,6 +162,21 @@ def open_run_folder(out: str | os.PathLike, resume: bool, overwrite: bool) -> Ru
     except OSError as err:
         raise ConfigError(f"{paths.root}: output folder is not writable ({err.strerror})") from None
     return paths
+
+
+def read_saved_config(paths: RunPaths) -> Config:
+    """The config a run folder was started with."""
+    try:
+        return config_lib.from_dict(json.loads(paths.config.read_text()))
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{paths.config}: unreadable run configuration ({type(err).__name__})") from None
+
+
+def write_json(path: Path, document: Any) -> None:
+    """Write JSON through a temporary file, so a killed process leaves the old file or the new, never half."""
+    tmp = path.with_name(f"{path.name}.tmp")
+    tmp.write_text(json.dumps(document, indent=2))
+    os.replace(tmp, path)
 
 
 def _check_free_space(paths: RunPaths, states: States) -> None:
@@ -298,16 +331,18 @@ class Trainer:
         return means
 
     def _check_finite(self, stage: Stage, epoch: int, metrics: dict[str, np.ndarray]) -> str | None:
-        """A description of the first non-finite loss or parameter of the epoch, or None."""
-        for name, values in metrics.items():
-            if name.startswith("loss/"):
-                bad = np.flatnonzero(~np.isfinite(np.atleast_1d(values)))
-                if bad.size:
-                    return (f"{stage.name} epoch {epoch} step {int(bad[0])}: {name.split('/')[1]} loss "
-                            f"became {float(np.atleast_1d(values)[bad[0]])}")
-        for name, ok in metrics.items():
-            if name.startswith("finite/") and not bool(ok):
-                return f"{stage.name} epoch {epoch}: {name.split('/')[1]} parameters became non-finite"
+        """Where the epoch first went non-finite (step, networks, loss values), or None if it did not."""
+        losses = {learner: np.atleast_1d(metrics[f"loss/{learner}"]) for learner in stage.learners}
+        n_steps = len(next(iter(losses.values())))
+        for step in range(n_steps):
+            # One network's blow-up reaches the others' losses within the same step, so name them all.
+            bad = [f"{learner} ({float(values[step])})" for learner, values in losses.items()
+                   if not np.isfinite(values[step])]
+            if bad:
+                return f"{stage.name} epoch {epoch}, step {step + 1} of {n_steps}: non-finite loss of {', '.join(bad)}"
+        broken = [learner for learner in stage.learners if not bool(metrics[f"finite/{learner}"])]
+        if broken:
+            return f"{stage.name} epoch {epoch}: non-finite parameters of {', '.join(broken)}"
         return None
 
     def run_stage(self, stage: Stage, store: CheckpointStore, writer: SummaryWriter) -> None:
@@ -317,7 +352,13 @@ class Trainer:
         if total == 0 or start >= total:
             return
         data = self.arrays["paired" if stage.paired else "images_only"]
-        every = self.config.train.eval_every
+        if start == 0 and "cognitive_encoder" in stage.learners and self.config.train.cognitive_init == "ridge":
+            self.states = ridge_initialised_cognitive_encoder(self.config, self.states, data["voxels"], data["image"])
+        # Restored arrays are committed to a device and fresh ones are not, and jit compiles a program for each
+        # kind: with every stage starting from committed states, a restore (rollback, the final report's best
+        # checkpoint) reuses the programs compiled for training instead of compiling them again.
+        self.states = jax.device_put(self.states, jax.devices()[0])
+        train = self.config.train
         bar = tqdm(range(start, total), desc=f"stage {stage.number}", initial=start, total=total,
                    disable=not self.progress, leave=True, dynamic_ncols=True)
         for epoch in bar:
@@ -326,15 +367,16 @@ class Trainer:
             metrics = jax.device_get(metrics)
             problem = self._check_finite(stage, epoch + 1, metrics)
             if problem is not None:
-                self._handle_divergence(problem, store)
+                bar.close()
+                self._handle_divergence(stage, problem, store)
                 return
             self.states = states
             self.epochs_done += 1
             means = self._log_epoch(stage, metrics, writer)
             bar.set_postfix({k.split("/")[1][:5]: f"{v:.3g}" for k, v in means.items() if k.startswith("loss/")})
-            done = epoch + 1 == total
-            if done or (epoch + 1) % every == 0 or self.interrupt.is_set():
-                score = self.validate(stage, writer)
+            evaluate = epoch + 1 == total or (epoch + 1) % train.eval_every == 0 or self.interrupt.is_set()
+            if evaluate or (epoch + 1) % train.checkpoint_every == 0:
+                score = self.validate(stage, writer) if evaluate else None
                 store.save(self.epochs_done, self.checkpoint_arrays(), self.checkpoint_meta(stage, epoch + 1), score)
                 writer.flush()
                 if not self.progress:
@@ -350,24 +392,34 @@ class Trainer:
                 )
         bar.close()
 
-    def _handle_divergence(self, problem: str, store: CheckpointStore) -> None:
+    def _handle_divergence(self, stage: Stage, problem: str, store: CheckpointStore) -> None:
         """Stop the run (on_nan=stop) or roll back to the last good checkpoint and end the stage."""
         store.wait()
         last = store.latest_step()
-        if self.config.train.on_nan == "stop" or last is None:
-            where = f"; last good checkpoint: {store.directory}/{last}" if last is not None else ""
-            raise Diverged(f"diverged at {problem}{where}")
-        self.restore(store, last)
-        self.log(f"warning: diverged at {problem}; rolled back to checkpoint {last} and ended the stage")
+        if last is None:
+            raise Diverged(f"diverged at {problem}; no checkpoint to roll back to yet")
+        if self.config.train.on_nan == "stop":
+            raise Diverged(f"diverged at {problem}; the last good checkpoint is {store.directory / str(last)}")
+        meta = self.restore(store, last)
+        self.log(f"warning: diverged at {problem}; restored checkpoint {last} (stage {meta['stage']}, "
+                 f"epoch {meta['epoch_in_stage']}) and ended {stage.name} early")
 
-    def train(self, resume: bool) -> dict[str, Any]:
+    def resume(self) -> int | None:
+        """Load the run folder's newest checkpoint, if it has one; return its step."""
+        store = CheckpointStore(self.paths.checkpoints)
+        try:
+            step = store.latest_step()
+            if step is not None:
+                self.restore(store, step)
+                self.log(f"resuming after epoch {self.epochs_done} (checkpoint {step})")
+            return step
+        finally:
+            store.close()
+
+    def train(self) -> dict[str, Any]:
         """Run every remaining stage; return the final validation and test metrics of the best checkpoint."""
         store = CheckpointStore(self.paths.checkpoints)
         try:
-            if resume and store.latest_step() is not None:
-                self.restore(store, store.latest_step())
-                self.log(f"resuming after epoch {self.epochs_done} (checkpoint {store.latest_step()})")
-            _check_free_space(self.paths, self.checkpoint_arrays())
             with SummaryWriter(str(self.paths.tensorboard)) as writer:
                 for stage in STAGES:
                     stage_end = self.offsets[stage.number - 1] + self.config.train.epochs[stage.number - 1]
@@ -400,9 +452,7 @@ class Trainer:
         )
         save_png(self.paths.grid, grid)
         writer.add_image("final/test_reconstructions", grid[..., None], self.epochs_done, dataformats="HWC")
-        tmp = self.paths.metrics.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, self.paths.metrics)
+        write_json(self.paths.metrics, report)
         return report
 
 
@@ -420,13 +470,24 @@ def run_training(
     """Train in run folder `out` (continuing it with `resume`); return its paths and the final report."""
     paths = open_run_folder(out, resume, overwrite)
     if resume:
-        saved = config_lib.from_dict(json.loads(paths.config.read_text()))
+        saved = read_saved_config(paths)
         if resolve_image_size(config, dataset) != saved:
             log(f"note: --resume continues with the run's saved config {paths.config}")
         config = saved
     trainer = Trainer(config, dataset, paths, interrupt=interrupt, progress=progress, log=log)
-    if not resume:
-        config_lib.save_json(trainer.config, paths.config)
-        paths.run_info.write_text(json.dumps(run_info(trainer.config, dataset, argv), indent=2))
+    _check_free_space(paths, trainer.checkpoint_arrays())
+    info = run_info(trainer.config, dataset, argv)
+    if resume:
+        # Validates the checkpoint before the run folder is touched.
+        trainer.resume()
+        previous = json.loads(paths.run_info.read_text()) if paths.run_info.exists() else {}
+        resumed = {key: value for key, value in info.items() if key not in ("data", "preset")}
+        write_json(paths.run_info, {**previous, "resumed": [*previous.get("resumed", []), resumed]})
+    else:
+        if overwrite:
+            shutil.rmtree(paths.root)
+            paths.root.mkdir()
+        write_json(paths.config, config_lib.to_dict(trainer.config))
+        write_json(paths.run_info, info)
     log(trainer.summary())
-    return paths, trainer.train(resume)
+    return paths, trainer.train()

@@ -1,0 +1,138 @@
+"""Shared fixtures: a small data set on disk, the tiny configuration, trained runs, and a compilation cache.
+
+Every training test uses the same configuration and data shapes, so XLA compiles each program once; the
+persistent compilation cache (also inherited by the `train.py` subprocesses) makes the repeats cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+# Before jax is imported anywhere: a run costs seconds when its programs come from the cache, minutes when not.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / "vaegan_jax-test-xla-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from vaegan_jax import config as config_lib  # noqa: E402
+from vaegan_jax.checkpoints import CheckpointStore  # noqa: E402
+from vaegan_jax.config import Config  # noqa: E402
+from vaegan_jax.data import Dataset, load_dataset  # noqa: E402
+from vaegan_jax.data.synthetic import draw_digits  # noqa: E402
+from vaegan_jax.training import RunPaths, Trainer  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+N_VOXELS = 16
+# 24 training trials: 4 carved off for validation leave 20, four batches of 5 (one compiled chunk per epoch).
+N_TRAIN, N_TEST = 24, 4
+TINY_ARGS = ["--preset", "tiny", "--no-extra-images", "--no-progress"]
+
+
+def write_small_dataset(path: Path, seed: int = 0) -> Path:
+    """An .npz of synthetic sixes and nines with voxels that carry a noisy linear code of the image."""
+    rng = np.random.default_rng(seed)
+    labels = np.tile(np.array([1, 2]), (N_TRAIN + N_TEST) // 2)
+    images = draw_digits(rng, labels)
+    code = rng.normal(size=(images[0].size, N_VOXELS)) / images[0].size
+    voxels = images.reshape(len(images), -1) / 255.0 @ code + rng.normal(0.0, 0.01, (len(images), N_VOXELS))
+    np.savez(
+        path,
+        train_images=images[:N_TRAIN], train_voxels=voxels[:N_TRAIN], train_labels=labels[:N_TRAIN],
+        test_images=images[N_TRAIN:], test_voxels=voxels[N_TRAIN:], test_labels=labels[N_TRAIN:],
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small data set as a file that `train.py --data` reads."""
+    return write_small_dataset(tmp_path_factory.mktemp("data") / "small.npz")
+
+
+@pytest.fixture(scope="session")
+def dataset(data_file: Path) -> Dataset:
+    """The small data set, loaded."""
+    return load_dataset(data_file)
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> Config:
+    """The tiny preset as train.py runs it with TINY_ARGS: epochs (2, 2, 1), a checkpoint every epoch."""
+    return config_lib.override(config_lib.preset("tiny"), ["train.use_extra_images=false"])
+
+
+def run_train_py(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    """`python train.py ARGS` in a fresh process, from the repository root."""
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300, **kwargs
+    )
+
+
+def checkpoint_arrays(run: Path, template: Any, step: int | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a run's checkpoint `step` (default: the newest) as flat {path: numpy array}."""
+    store = CheckpointStore(RunPaths(run).checkpoints, read_only=True)
+    try:
+        step = store.latest_step() if step is None else step
+        assert step is not None, f"{run}: no checkpoint"
+        arrays, _ = store.restore(step, template)
+    finally:
+        store.close()
+    return flat_arrays(arrays)
+
+
+def flat_arrays(tree: Any) -> dict[str, np.ndarray]:
+    """Every array leaf of a pytree as numpy, keyed by its path (typed PRNG keys as their raw data)."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree)
+    out = {}
+    for path, leaf in leaves:
+        if hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        out[jax.tree_util.keystr(path)] = np.asarray(leaf)
+    return out
+
+
+def assert_trees_identical(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    """Same keys, dtypes, shapes and bit-for-bit values (NaNs compare equal to NaNs)."""
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype, key
+        assert a[key].shape == b[key].shape, key
+        assert np.array_equal(a[key], b[key], equal_nan=True), key
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_config: Config, dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Trainer:
+    """A whole tiny three-stage run, trained in this process once per session."""
+    paths = RunPaths(tmp_path_factory.mktemp("trained") / "run")
+    paths.root.mkdir()
+    trainer = Trainer(tiny_config, dataset, paths, progress=False, log=lambda message: None)
+    trainer.train()
+    return trainer
+
+
+@pytest.fixture(scope="session")
+def train_py_run(data_file: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The same run through `python train.py` in a fresh process: (run folder, completed process)."""
+    out = tmp_path_factory.mktemp("train_py") / "run"
+    return out, run_train_py([*TINY_ARGS, "--data", str(data_file), "--out", str(out)])
+
+
+@pytest.fixture
+def one_line_error(capsys: pytest.CaptureFixture) -> Callable[[], str]:
+    """Reads what a failed `cli.run` printed: asserts stderr is one `error: ...` line and returns it."""
+
+    def read() -> str:
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith("error: "), err
+        return err
+
+    return read

@@ -1,0 +1,49 @@
+"""EpochRunner compiles its programs in the first epoch only: no recompilation as training goes on."""
+
+from pathlib import Path
+
+import jax
+import pytest
+
+from vaegan_jax import config as config_lib
+from vaegan_jax.config import Config
+from vaegan_jax.data import Dataset
+from vaegan_jax.steps import STAGES, EpochRunner
+from vaegan_jax.training import RunPaths, Trainer
+
+
+def _trainer(tiny_config: Config, dataset: Dataset, tmp_path: Path, steps_per_call: int) -> Trainer:
+    """The tiny preset on the small data set (four batches per epoch), writing nowhere yet."""
+    config = config_lib.override(tiny_config, [f"train.steps_per_call={steps_per_call}"])
+    return Trainer(config, dataset, RunPaths(tmp_path), progress=False)
+
+
+def _run_epochs(trainer: Trainer, runner: EpochRunner, epochs: int) -> list[int]:
+    """Train `epochs` epochs of stage I; the runner's compilation count after each."""
+    states, counts = trainer.states, []
+    for epoch in range(epochs):
+        states, metrics = runner(states, trainer.arrays["images_only"], jax.random.key(epoch))
+        assert metrics["loss/discriminator"].shape == (runner.n_batches,)
+        counts.append(runner.compilations())
+    return counts
+
+
+def test_chunked_epochs_compile_full_chunks_and_remainder_once(
+    tiny_config: Config, dataset: Dataset, tmp_path: Path
+) -> None:
+    trainer = _trainer(tiny_config, dataset, tmp_path, steps_per_call=3)
+    runner = trainer.epoch_runners[1]
+    assert runner.chunk == 3 and runner.n_batches % runner.chunk != 0, "the data should leave a remainder chunk"
+    assert _run_epochs(trainer, runner, 3) == [2, 2, 2]
+
+
+def test_whole_epoch_scan_compiles_once(
+    tiny_config: Config, dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer = _trainer(tiny_config, dataset, tmp_path, steps_per_call=0)
+    # steps_per_call 0 means "whole epoch" on accelerators; pretend to be one while the runner is built.
+    with monkeypatch.context() as patch:
+        patch.setattr(jax, "default_backend", lambda: "gpu")
+        runner = EpochRunner(trainer.config, STAGES[0], len(trainer.arrays["images_only"]["image"]))
+    assert runner.chunk == runner.n_batches
+    assert _run_epochs(trainer, runner, 3) == [1, 1, 1]

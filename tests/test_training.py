@@ -1,0 +1,129 @@
+"""The three-stage trainer on the tiny preset: checkpoints, TensorBoard logs, the run folder and train.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing import event_accumulator
+
+from vaegan_jax import config as config_lib
+from vaegan_jax.checkpoints import FORMAT_VERSION, CheckpointStore
+from vaegan_jax.config import Config
+from vaegan_jax.data import Dataset
+from vaegan_jax.steps import STAGES, TrainState
+from vaegan_jax.training import RunPaths, Trainer
+
+from conftest import N_TEST, N_TRAIN, assert_trees_identical, flat_arrays
+
+EPOCHS = (2, 2, 1)
+
+
+@pytest.fixture(scope="module")
+def events(trained: Trainer) -> event_accumulator.EventAccumulator:
+    """The trained run's TensorBoard logs, read by TensorBoard's own reader."""
+    accumulator = event_accumulator.EventAccumulator(
+        str(trained.paths.tensorboard), size_guidance={event_accumulator.SCALARS: 0, event_accumulator.IMAGES: 0}
+    )
+    accumulator.Reload()
+    return accumulator
+
+
+def test_the_tiny_preset_trains_the_epochs_these_tests_assume(trained: Trainer) -> None:
+    assert trained.config.train.epochs == EPOCHS
+    assert trained.config.train.eval_every == trained.config.train.checkpoint_every == 1
+
+
+def test_tensorboard_has_every_learners_losses_and_norms_per_epoch(events: event_accumulator.EventAccumulator) -> None:
+    scalars = set(events.Tags()["scalars"])
+    offset = 0
+    for stage, epochs in zip(STAGES, EPOCHS):
+        for learner in stage.learners:
+            for kind in ("loss", "grad_norm", "param_norm"):
+                tag = f"{stage.name}/{kind}/{learner}"
+                assert tag in scalars, tag
+                assert [e.step for e in events.Scalars(tag)] == list(range(offset + 1, offset + epochs + 1)), tag
+                assert all(np.isfinite(e.value) for e in events.Scalars(tag)), tag
+            assert f"{stage.name}/val/loss/{learner}" in scalars
+        for metric in ("pcc_fmri", "pcc_image", "mse_fmri", "ssim_image", "ident_2way_fmri"):
+            assert f"{stage.name}/val/{metric}" in scalars
+        offset += epochs
+    # The loss terms of each learner, e.g. the generator's feature loss and GAN term.
+    assert {"stage1/generator/llike", "stage1/generator/gan_generator", "stage2/cognitive_encoder/kl"} <= scalars
+
+
+def test_tensorboard_has_reconstruction_grids(events: event_accumulator.EventAccumulator) -> None:
+    images = set(events.Tags()["images"])
+    assert images == {"stage1/val/reconstructions", "stage2/val/reconstructions", "stage3/val/reconstructions",
+                      "final/test_reconstructions"}
+    grid = events.Images("final/test_reconstructions")[-1]
+    assert grid.width > 0 and grid.height > 0 and grid.encoded_image_string.startswith(b"\x89PNG")
+
+
+def test_a_checkpoint_round_trips_bit_for_bit(trained: Trainer, tmp_path: Path) -> None:
+    arrays = trained.checkpoint_arrays()
+    store = CheckpointStore(tmp_path / "checkpoints")
+    store.save(7, arrays, {"note": "round trip"}, 0.25)
+    store.wait()
+    restored, meta = CheckpointStore(tmp_path / "checkpoints", read_only=True).restore(7, arrays)
+    assert_trees_identical(flat_arrays(arrays), flat_arrays(restored))
+    assert all(isinstance(restored["states"][name], TrainState) for name in arrays["states"])
+    assert meta["note"] == "round trip" and meta["val_score"] == 0.25 and meta["format_version"] == FORMAT_VERSION
+
+
+def test_the_run_keeps_the_latest_and_the_best_checkpoint(trained: Trainer) -> None:
+    store = CheckpointStore(trained.paths.checkpoints, read_only=True)
+    latest = store.read_meta(store.latest_step())
+    assert store.latest_step() == sum(EPOCHS) and latest["stage"] == 3 and latest["epochs_done"] == sum(EPOCHS)
+    # The best is chosen by the fMRI path's validation PCC, which stage I has not trained.
+    best = store.read_meta(store.best_step())
+    assert best["stage"] >= 2 and best["val_score"] == max(store.read_meta(s)["val_score"] for s in store.steps())
+    assert set(store.steps()) == {store.latest_step(), store.best_step()}
+    split = latest["split"]
+    assert len(split["fit"]) + len(split["val"]) == N_TRAIN and len(split["test"]) == N_TEST
+    assert not set(split["fit"]) & set(split["val"]) and not set(split["fit"] + split["val"]) & set(split["test"])
+    assert latest["data"]["fingerprint"] == trained.dataset.fingerprint
+    assert config_lib.from_dict(latest["config"]) == trained.config
+
+
+def test_metrics_json_reports_the_best_checkpoint(trained: Trainer) -> None:
+    report = json.loads(trained.paths.metrics.read_text())
+    store = CheckpointStore(trained.paths.checkpoints, read_only=True)
+    assert report["checkpoint_step"] == store.best_step()
+    assert report["val"]["pcc_fmri"] == pytest.approx(store.read_meta(store.best_step())["val_score"])
+    for split in ("val", "test"):
+        assert {f"{m}_{p}" for m in ("pcc", "mse", "ssim", "ident_2way") for p in ("fmri", "image")} == set(report[split])
+
+
+def test_checkpoints_and_validations_follow_their_own_schedules(tiny_config: Config, dataset: Dataset,
+                                                               tmp_path: Path) -> None:
+    config = config_lib.override(tiny_config, ["train.epochs=0,3,0", "train.eval_every=2", "train.checkpoint_every=1"])
+    paths = RunPaths(tmp_path / "run")
+    paths.root.mkdir()
+    lines: list[str] = []
+    Trainer(config, dataset, paths, progress=False, log=lines.append).train()
+    saved = [line for line in lines if line.startswith("stage2 epoch")]
+    # A checkpoint every epoch; a validation every second epoch and after the last.
+    assert [line.split(":")[0] for line in saved] == ["stage2 epoch 1/3", "stage2 epoch 2/3", "stage2 epoch 3/3"]
+    assert ["val PCC" in line for line in saved] == [False, True, True]
+
+
+def test_train_py_writes_a_complete_run_folder(train_py_run: tuple[Path, subprocess.CompletedProcess]) -> None:
+    out, done = train_py_run
+    assert done.returncode == 0, done.stderr
+    paths = RunPaths(out)
+    assert CheckpointStore(paths.checkpoints, read_only=True).latest_step() == sum(EPOCHS)
+    saved = config_lib.from_dict(json.loads(paths.config.read_text()))
+    assert saved.preset == "tiny" and saved.train.epochs == EPOCHS and not saved.train.use_extra_images
+    assert json.loads(paths.run_info.read_text())["command"][0] == "train.py"
+    assert set(json.loads(paths.metrics.read_text())) >= {"checkpoint_step", "val", "test"}
+    with Image.open(paths.grid) as grid:
+        assert grid.format == "PNG" and grid.size[0] > 0
+    assert list(paths.tensorboard.iterdir())
+    assert f"run folder   {out}" in done.stdout
+    # Nothing temporary is left behind.
+    assert not [p for p in out.rglob("*") if "tmp" in p.name]
