@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from typing import Any
 
@@ -238,9 +237,3 @@ def from_dict(data: dict[str, Any]) -> Config:
             raise ConfigError(f"config section {name!r} has unknown fields {sorted(unknown)}")
         sections[name] = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
     return Config(preset=data.get("preset", "custom"), **sections)
-
-
-def save_json(config: Config, path: str) -> None:
-    """Write the config as indented JSON."""
-    with open(path, "w") as f:
-        json.dump(to_dict(config), f, indent=2)

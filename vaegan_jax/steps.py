@@ -181,7 +181,7 @@ def make_update_step(config: Config, stage: Stage, learner: str) -> Callable[[St
 
         (loss, (terms, new_stats)), grads = jax.value_and_grad(objective, has_aux=True)(states[learner].params)
         new_state = states[learner].apply_gradients(grads=grads, batch_stats=new_stats)
-        metrics = {f"loss/{learner}": loss, f"grad_norm/{learner}": optax.global_norm(grads)}
+        metrics = {f"loss/{learner}": loss, f"grad_norm/{learner}": optax.tree.norm(grads)}
         metrics.update({f"{learner}/{t}": v for t, v in terms.items()})
         return new_state, metrics
 
@@ -240,7 +240,7 @@ class EpochRunner:
             return jax.lax.scan(body, states, (order, keys), unroll=unroll)
 
         def summary(states: States) -> Metrics:
-            norms = {f"param_norm/{n}": optax.global_norm(states[n].params) for n in stage.learners}
+            norms = {f"param_norm/{n}": optax.tree.norm(states[n].params) for n in stage.learners}
             finite = {
                 f"finite/{n}": jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(states[n].params)]))
                 for n in stage.learners
