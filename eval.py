@@ -33,6 +33,7 @@ def parse_args(argv: list[str]):
 def main(argv: list[str]) -> int:
     """Parse arguments, evaluate, print the table and where the report went."""
     args = parse_args(argv)
+    cli.use_compilation_cache()
     from vaegan_jax.evaluation import evaluate_run, format_table, parse_baselines
 
     out, report = evaluate_run(

@@ -38,6 +38,7 @@ def parse_args(argv: list[str]):
 def main(argv: list[str]) -> int:
     """Parse arguments, load the data, train, print the report."""
     args = parse_args(argv)
+    cli.use_compilation_cache()
     from vaegan_jax import config as config_lib
     from vaegan_jax.data import load_dataset, load_synthetic
     from vaegan_jax.training import run_training

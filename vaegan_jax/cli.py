@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 from typing import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from vaegan_jax.errors import VaeganError
 
@@ -42,6 +44,19 @@ def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
             raise
         print("aborted; checkpoints completed before the signal are kept", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def use_compilation_cache() -> None:
+    """Keep compiled XLA programs between runs (a tiny run: about 27 s warm against 130 s cold on 2 cores).
+
+    The folder is ~/.cache/vaegan_jax/xla unless JAX_COMPILATION_CACHE_DIR names another.
+    """
+    import jax
+
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    jax.config.update("jax_compilation_cache_dir", str(Path.home() / ".cache" / "vaegan_jax" / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 @contextmanager
