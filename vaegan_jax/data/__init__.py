@@ -2,7 +2,6 @@
 
 from vaegan_jax.data.dataset import Dataset, Trials, VoxelScaler, carve_validation
 from vaegan_jax.data.loaders import from_dgmm_mapping, from_donders_mapping, from_npz_mapping, load_dataset
-from vaegan_jax.data.synthetic import load_synthetic
 
 __all__ = [
     "Dataset",
@@ -15,3 +14,12 @@ __all__ = [
     "load_dataset",
     "load_synthetic",
 ]
+
+
+def __getattr__(name: str):
+    """Import the synthetic generator on first use, so `python -m vaegan_jax.data.synthetic` runs it fresh."""
+    if name == "load_synthetic":
+        from vaegan_jax.data.synthetic import load_synthetic
+
+        return load_synthetic
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
