@@ -27,6 +27,11 @@ NO_SCORE = -1.0
 PRUNED = "pruned"
 
 
+def checkpoint_tree(states: Any, voxel_mean: jax.Array, voxel_std: jax.Array, key: jax.Array) -> dict[str, Any]:
+    """The arrays a checkpoint holds: every train state, the voxel scaler and the base RNG key's data."""
+    return {"states": states, "scaler": {"mean": voxel_mean, "std": voxel_std}, "rng": jax.random.key_data(key)}
+
+
 def _abstract(tree: Any) -> Any:
     """Shape/dtype/sharding of every array of `tree`, so a restore lands on this machine's device."""
     device = jax.devices()[0]

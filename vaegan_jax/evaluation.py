@@ -62,7 +62,7 @@ import vaegan_jax
 from vaegan_jax import config as config_lib
 from vaegan_jax import metrics as metrics_lib
 from vaegan_jax.baselines import Decoder, LatentRidgeDecoder, MeanImageDecoder, RidgeDecoder
-from vaegan_jax.checkpoints import NO_SCORE, CheckpointStore
+from vaegan_jax.checkpoints import NO_SCORE, CheckpointStore, checkpoint_tree
 from vaegan_jax.config import Config
 from vaegan_jax.data import load_dataset, load_synthetic
 from vaegan_jax.data.dataset import Dataset, Trials
@@ -143,11 +143,10 @@ def locate_checkpoint(path: str | os.PathLike, step: int | None) -> tuple[Path, 
 
 def _checkpoint_template(config: Config, n_voxels: int) -> dict[str, Any]:
     """Shapes and dtypes of what Trainer.checkpoint_arrays saves, without initialising any network."""
-    return jax.eval_shape(lambda: {
-        "states": create_states(config, n_voxels, jax.random.key(0)),
-        "scaler": {"mean": jnp.zeros(n_voxels, jnp.float32), "std": jnp.zeros(n_voxels, jnp.float32)},
-        "rng": jax.random.key_data(jax.random.key(0)),
-    })
+    zeros = jnp.zeros(n_voxels, jnp.float32)
+    return jax.eval_shape(
+        lambda: checkpoint_tree(create_states(config, n_voxels, jax.random.key(0)), zeros, zeros, jax.random.key(0))
+    )
 
 
 @contextlib.contextmanager

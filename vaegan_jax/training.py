@@ -25,7 +25,7 @@ from tqdm import tqdm
 import vaegan_jax
 from vaegan_jax import config as config_lib
 from vaegan_jax import metrics as metrics_lib
-from vaegan_jax.checkpoints import CheckpointStore
+from vaegan_jax.checkpoints import CheckpointStore, checkpoint_tree
 from vaegan_jax.config import Config
 from vaegan_jax.data.dataset import Dataset
 from vaegan_jax.data.prepare import PreparedData, prepare, to_model_images, to_native_images
@@ -252,11 +252,8 @@ class Trainer:
 
     def checkpoint_arrays(self) -> dict[str, Any]:
         """The arrays a checkpoint holds: every train state, the voxel scaler and the base RNG key."""
-        return {
-            "states": self.states,
-            "scaler": {"mean": jnp.asarray(self.data.scaler.mean), "std": jnp.asarray(self.data.scaler.std)},
-            "rng": jax.random.key_data(self.key),
-        }
+        scaler = self.data.scaler
+        return checkpoint_tree(self.states, jnp.asarray(scaler.mean), jnp.asarray(scaler.std), self.key)
 
     def checkpoint_meta(self, stage: Stage, epoch_in_stage: int) -> dict[str, Any]:
         """The JSON half of a checkpoint."""
