@@ -23,7 +23,10 @@ def parse_args(argv: list[str]):
     parser.add_argument("--out", metavar="DIR", help="run folder (default: runs/<time>-<preset>)")
     parser.add_argument("--epochs", metavar="I,II,III", help="epochs of the three stages, e.g. 10,100,10")
     parser.add_argument("--batch-size", type=int, metavar="N", help="batch size")
-    parser.add_argument("--seed", type=int, metavar="S", help="training seed (initialisation, batches, validation split)")
+    parser.add_argument("--seed", type=int, metavar="S", help="training seed (initialisation, batches, dropout)")
+    parser.add_argument("--ensemble", type=int, metavar="K",
+                        help="train K models seeded S, S+1, ... side by side (vmapped, split across devices); "
+                        "the model's reconstruction is their average")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. --set loss.gamma=0.01 (repeatable)")
     parser.add_argument("--no-extra-images", action="store_true", help="stage I uses only the fitting trials' images")
@@ -51,6 +54,8 @@ def main(argv: list[str]) -> int:
         assignments.append(f"train.batch_size={args.batch_size}")
     if args.seed is not None:
         assignments.append(f"train.seed={args.seed}")
+    if args.ensemble is not None:
+        assignments.append(f"train.ensemble={args.ensemble}")
     if args.no_extra_images:
         assignments.append("train.use_extra_images=false")
     if args.on_nan:
@@ -71,6 +76,9 @@ def main(argv: list[str]) -> int:
             if values:
                 row = [values[f"{m}_{path}"] for m in ("pcc", "mse", "ssim", "ident_2way")]
                 print(f"{split:6} {path:6} " + " ".join(f"{v:7.4f}" for v in row))
+    for member in report.get("members", []):
+        row = [member["test"][f"{m}_fmri"] for m in ("pcc", "mse", "ssim", "ident_2way")]
+        print(f"{'test':6} {'fmri':6} " + " ".join(f"{v:7.4f}" for v in row) + f"   member seed {member['seed']}")
     print(f"\nrun folder   {paths.root}\ncheckpoints  {paths.checkpoints}\ntensorboard  tensorboard --logdir {paths.tensorboard}"
           f"\npicture      {paths.grid}\nmetrics      {paths.metrics}\nreport       python eval.py --ckpt {paths.root}")
     return 0

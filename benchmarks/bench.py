@@ -52,7 +52,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from vaegan_jax import config as config_lib  # noqa: E402
 from vaegan_jax.data import load_synthetic  # noqa: E402
-from vaegan_jax.steps import STAGES, States, make_train_step  # noqa: E402
+from vaegan_jax.steps import STAGES, States, make_train_step, take_member  # noqa: E402
 from vaegan_jax.training import RunPaths, Trainer  # noqa: E402
 
 PEER_SCRIPT = REPO.parent / "shared" / "bench" / "torch_peer.py"
@@ -134,7 +134,7 @@ class StageBench:
         self.batch = {k: v[: self.batch_size] for k, v in self.data.items()}
         self.runner = trainer.epoch_runners[stage_number]
         self.key = jax.random.key(1)
-        self.step_states: States = _copy(trainer.states)
+        self.step_states: States = _copy(take_member(trainer.states, 0))
         self.trainer_states = trainer.states
         step = jax.jit(make_train_step(self.config, self.stage), donate_argnums=(0,))
         start = time.perf_counter()
@@ -159,8 +159,8 @@ class StageBench:
     def compile_chunk(self) -> float:
         """Compile the EpochRunner's chunk of steps; returns its compile time in seconds."""
         self.chunk = self.runner.chunk
-        self.order = self.runner.permutation(jax.random.key(2))[: self.chunk]
-        self.chunk_keys = jax.random.split(jax.random.key(3), self.chunk)
+        order, keys = self.runner.plan(jax.random.split(jax.random.key(2), self.config.train.ensemble))
+        self.order, self.chunk_keys = order[:, : self.chunk], keys[:, : self.chunk]
         self.chunk_states: States = _copy(self.trainer_states)
         start = time.perf_counter()
         self.chunk_compiled = self.runner.run_chunk.lower(
@@ -179,9 +179,30 @@ class StageBench:
         return [_timed(self._chunk_call) / self.chunk for _ in range(reps)]
 
 
-def make_trainer(preset: str, dataset: Any, workdir: Path) -> Trainer:
-    """A Trainer of the preset on the data (it writes nothing until it trains)."""
-    return Trainer(config_lib.preset(preset), dataset, RunPaths(workdir / preset), progress=False)
+def make_trainer(preset: str, dataset: Any, workdir: Path, ensemble: int = 1) -> Trainer:
+    """A Trainer of the preset (with `ensemble` members) on the data; it writes nothing until it trains."""
+    config = config_lib.override(config_lib.preset(preset), [f"train.ensemble={ensemble}"])
+    return Trainer(config, dataset, RunPaths(workdir / f"{preset}-{ensemble}"), progress=False)
+
+
+def ensemble_cost(preset: str, members: int, stages: list[int], dataset: Any, workdir: Path, reps: int) -> dict[str, Any]:
+    """Per-step time of an epoch chunk with `members` members against one model, stage by stage, alternated."""
+    result = {"preset": preset, "members": members, "stages": {}}
+    for number in stages:
+        benches = [StageBench(make_trainer(preset, dataset, workdir, k), number) for k in (1, members)]
+        for bench in benches:
+            bench.compile_chunk()
+        samples: list[list[float]] = [[], []]
+        for _ in range(reps):
+            for i, bench in enumerate(benches):
+                samples[i] += bench.time_chunk(1)
+        one, many = (statistics.median(x) for x in samples)
+        result["stages"][number] = {"one_ms": one, "ensemble_ms": many, "ratio": many / one,
+                                    "one_samples": samples[0], "ensemble_samples": samples[1]}
+        print(f"ensemble {preset} stage {number}: 1 member {one:.1f} ms/step, {members} members {many:.1f} "
+              f"ms/step, ratio {many / one:.2f}", flush=True)
+        del benches
+    return result
 
 
 def run_peer(python: str, script: Path, steps: int) -> float:
@@ -287,10 +308,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peer-script", type=Path, default=PEER_SCRIPT, help=f"default {PEER_SCRIPT}")
     p.add_argument("--peer-rounds", type=int, default=3, help="interleaved rounds peer/ours")
     p.add_argument("--peer-steps", type=int, default=3, help="timed steps per peer run (after its 3 warm-up)")
+    p.add_argument("--ensemble", type=int, default=4, metavar="K",
+                   help="also time an epoch chunk of K members against one model (0: skip)")
+    p.add_argument("--ensemble-preset", default="fast", help="preset of the ensemble timing")
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args(argv)
     if args.quick:
         args.presets, args.stages, args.steps, args.epoch_stages, args.peer_rounds = "seed,paper", "1", 2, "", 1
+        args.ensemble = 0
     args.presets = [s for s in args.presets.split(",") if s]
     args.stages = [int(s) for s in args.stages.split(",") if s]
     args.epoch_stages = [1, 2, 3] if args.epoch_stages == "all" else [int(s) for s in args.epoch_stages.split(",") if s]
@@ -336,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(table([row]).splitlines()[-1], flush=True)
                 del bench  # frees its two copies of the states before the next stage compiles
             del trainer
+        ensemble = (ensemble_cost(args.ensemble_preset, args.ensemble, args.stages, dataset, Path(workdir), args.steps)
+                    if args.ensemble > 1 else None)
     load_end = os.getloadavg()
     print(f"\nload average at the end {load_end[0]:.2f}")
     print(table(rows))
@@ -352,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": str(jax.devices()[0]), "backend": jax.default_backend(), "jax": jax.__version__,
             "python": platform.python_version(), "argv": sys.argv[1:] if argv is None else argv,
             "load_average_start": load_start, "load_average_end": load_end,
-            "rows": [dataclasses.asdict(r) for r in rows], "peer": comparison,
+            "rows": [dataclasses.asdict(r) for r in rows], "peer": comparison, "ensemble": ensemble,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

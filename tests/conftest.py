@@ -69,11 +69,16 @@ def tiny_config() -> Config:
     return config_lib.override(config_lib.preset("tiny"), ["train.use_extra_images=false"])
 
 
+def run_script(script: str, args: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    """`python SCRIPT ARGS` in a fresh process, from the repository root."""
+    return subprocess.run(
+        [sys.executable, script, *args], cwd=REPO, capture_output=True, text=True, timeout=300, **kwargs
+    )
+
+
 def run_train_py(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
     """`python train.py ARGS` in a fresh process, from the repository root."""
-    return subprocess.run(
-        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300, **kwargs
-    )
+    return run_script("train.py", args, **kwargs)
 
 
 def checkpoint_arrays(run: Path, template: Any, step: int | None = None) -> dict[str, np.ndarray]:

@@ -22,8 +22,8 @@ def _run_epochs(trainer: Trainer, runner: EpochRunner, epochs: int) -> list[int]
     """Train `epochs` epochs of stage I; the runner's compilation count after each."""
     states, counts = trainer.states, []
     for epoch in range(epochs):
-        states, metrics = runner(states, trainer.arrays["images_only"], jax.random.key(epoch))
-        assert metrics["loss/discriminator"].shape == (runner.n_batches,)
+        states, metrics = runner(states, trainer.arrays["images_only"], jax.random.split(jax.random.key(epoch), 1))
+        assert metrics["loss/discriminator"].shape == (1, runner.n_batches)
         counts.append(runner.compilations())
     return counts
 

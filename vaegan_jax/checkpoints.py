@@ -22,21 +22,27 @@ from orbax.checkpoint import checkpoint_managers
 
 from vaegan_jax.errors import CheckpointError
 
-FORMAT_VERSION = 1
+# 2: train states carry a leading ensemble-member axis, the RNG one key per member.
+FORMAT_VERSION = 2
 NO_SCORE = -1.0
 PRUNED = "pruned"
 
 
-def checkpoint_tree(states: Any, voxel_mean: jax.Array, voxel_std: jax.Array, key: jax.Array) -> dict[str, Any]:
-    """The arrays a checkpoint holds: every train state, the voxel scaler and the base RNG key's data."""
-    return {"states": states, "scaler": {"mean": voxel_mean, "std": voxel_std}, "rng": jax.random.key_data(key)}
+def checkpoint_tree(states: Any, voxel_mean: jax.Array, voxel_std: jax.Array, keys: jax.Array) -> dict[str, Any]:
+    """The arrays a checkpoint holds: every member's train states, the voxel scaler and the members' RNG keys."""
+    return {"states": states, "scaler": {"mean": voxel_mean, "std": voxel_std}, "rng": jax.random.key_data(keys)}
 
 
 def _abstract(tree: Any) -> Any:
-    """Shape/dtype/sharding of every array of `tree`, so a restore lands on this machine's device."""
-    device = jax.devices()[0]
-    sharding = jax.sharding.SingleDeviceSharding(device)
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+    """Shape/dtype/sharding of every array of `tree`, so a restore lands where the template's arrays live
+    (this machine's first device for arrays not yet placed)."""
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+    def leaf(x):
+        sharding = x.sharding if isinstance(x, jax.Array) and x.committed else default
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+    return jax.tree.map(leaf, tree)
 
 
 class CheckpointStore:

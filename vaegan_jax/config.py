@@ -58,11 +58,17 @@ class OptimConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """The training schedule, splits and bookkeeping."""
+    """The training schedule, splits and bookkeeping.
+
+    An ensemble trains members seeded seed, seed + 1, ... side by side; all share the validation split,
+    which `split_seed` carves, so member k is the model a single run with seed + k would train.
+    """
 
     epochs: tuple[int, int, int] = (100, 100, 20)
     batch_size: int = 5
     seed: int = 0
+    ensemble: int = 1
+    split_seed: int = 0
     val_trials: int = 10
     use_extra_images: bool = True
     eval_every: int = 5
@@ -199,6 +205,8 @@ def validate(config: Config) -> None:
     train, model = config.train, config.model
     if len(train.epochs) != 3 or any(e < 0 for e in train.epochs):
         raise ConfigError(f"epochs must be three non-negative counts (I,II,III), got {train.epochs}")
+    if train.ensemble < 1:
+        raise ConfigError(f"ensemble must have at least 1 member, got {train.ensemble}")
     if train.batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {train.batch_size}")
     if train.on_nan not in ("stop", "rollback"):

@@ -69,7 +69,7 @@ from vaegan_jax.data.dataset import Dataset, Trials
 from vaegan_jax.data.prepare import PreparedData, prepare, to_native_images
 from vaegan_jax.errors import CheckpointError, ConfigError, DataError
 from vaegan_jax.images import labelled_grid, save_png
-from vaegan_jax.steps import States, create_states, make_reconstruct
+from vaegan_jax.steps import States, create_members, make_reconstruct, member_keys
 from vaegan_jax.training import RunPaths, data_meta
 
 SCHEMA = "vaegan_jax.eval/1"
@@ -145,7 +145,7 @@ def _checkpoint_template(config: Config, n_voxels: int) -> dict[str, Any]:
     """Shapes and dtypes of what Trainer.checkpoint_arrays saves, without initialising any network."""
     zeros = jnp.zeros(n_voxels, jnp.float32)
     return jax.eval_shape(
-        lambda: checkpoint_tree(create_states(config, n_voxels, jax.random.key(0)), zeros, zeros, jax.random.key(0))
+        lambda: checkpoint_tree(create_members(config, n_voxels, member_keys(config)), zeros, zeros, member_keys(config))
     )
 
 
@@ -214,7 +214,7 @@ def prepare_for_checkpoint(
         raise DataError(
             f"{dataset.source}: {dataset.n_voxels} voxels, but {checkpoint.path} was trained on {trained['n_voxels']}"
         )
-    data = prepare(dataset, checkpoint.config.train.val_trials, checkpoint.config.train.seed)
+    data = prepare(dataset, checkpoint.config.train.val_trials, checkpoint.config.train.split_seed)
     if dataset.fingerprint != trained["fingerprint"]:
         warn(
             f"warning: evaluating on data {dataset.fingerprint} ({dataset.source}), but {checkpoint.path} "
@@ -242,10 +242,26 @@ def split_trials(data: PreparedData, split: str) -> Trials:
     return trials
 
 
-def model_reconstructions(checkpoint: Checkpoint, trials: Trials) -> np.ndarray:
-    """The fMRI path's deterministic reconstructions of `trials`, at the stimulus resolution, in [0, 1]."""
-    reconstruct = jax.jit(make_reconstruct(checkpoint.config, "cognitive_encoder"))
-    return to_native_images(reconstruct(checkpoint.states, jnp.asarray(trials.voxels)), trials.images.shape[1])
+def member_reconstructions(checkpoint: Checkpoint, trials: Trials) -> np.ndarray:
+    """Each member's deterministic fMRI-path reconstructions of `trials` (member, trial, H, W), in [0, 1]."""
+    reconstruct = jax.jit(jax.vmap(make_reconstruct(checkpoint.config, "cognitive_encoder"), in_axes=(0, None, 0)))
+    images = reconstruct(checkpoint.states, jnp.asarray(trials.voxels), member_keys(checkpoint.config))
+    return np.stack([to_native_images(member, trials.images.shape[1]) for member in images])
+
+
+def model_reconstructions(checkpoint: Checkpoint, trials: Trials) -> dict[str, np.ndarray]:
+    """The model's reconstructions (its members' average) and, for an ensemble, each member's by name."""
+    members = member_reconstructions(checkpoint, trials)
+    named = {MODEL: members.mean(axis=0)}
+    if len(members) > 1:
+        seed = checkpoint.config.train.seed
+        named.update({member_name(seed + k): images for k, images in enumerate(members)})
+    return named
+
+
+def member_name(seed: int) -> str:
+    """The method name of one ensemble member in a report."""
+    return f"{MODEL}-seed{seed}"
 
 
 def _fitted_scalars(decoder: Decoder) -> dict[str, float]:
@@ -289,13 +305,20 @@ def evaluate(
 ) -> Report:
     """Reconstruct a split with the model and each baseline and score them all; nothing is written."""
     trials = split_trials(data, split)
-    reconstructions = {MODEL: model_reconstructions(checkpoint, trials)}
+    reconstructions = model_reconstructions(checkpoint, trials)
     # Baselines may use the image-only extras exactly when the model's stage I did.
     extras = data.extra_images if checkpoint.config.train.use_extra_images else None
     decoders = {name: BASELINES[name]().fit(data.fit.voxels, data.fit.images, extras) for name in baselines}
     reconstructions.update({name: d.predict(trials.voxels).astype(np.float32) for name, d in decoders.items()})
     measures, scored = score_methods(trials.images, reconstructions)
-    described = {MODEL: {"kind": "model", "decoder": "D-VAE/GAN fMRI path", "fitted": {}}}
+    n_members = checkpoint.config.train.ensemble
+    described = {MODEL: {
+        "kind": "model", "fitted": {},
+        "decoder": "D-VAE/GAN fMRI path" + (f", average of {n_members} members' reconstructions" if n_members > 1 else ""),
+    }}
+    for k in range(n_members if n_members > 1 else 0):
+        seed = checkpoint.config.train.seed + k
+        described[member_name(seed)] = {"kind": "ensemble member", "decoder": f"D-VAE/GAN fMRI path, seed {seed}", "fitted": {}}
     for name, decoder in decoders.items():
         described[name] = {"kind": "baseline", "decoder": decoder.name, "fitted": _fitted_scalars(decoder)}
     meta = checkpoint.meta

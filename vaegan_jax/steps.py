@@ -19,6 +19,7 @@ from flax.training import train_state
 from vaegan_jax import losses
 from vaegan_jax.config import Config, LossConfig
 from vaegan_jax.models import NETWORKS, build_networks, example_inputs
+from vaegan_jax.sharding import MEMBERS, member_mesh, place_members, replicate
 
 Batch = dict[str, jax.Array]
 States = dict[str, "TrainState"]
@@ -102,6 +103,26 @@ def create_states(config: Config, n_voxels: int, key: jax.Array) -> States:
             tx=make_optimizer(config, name),
         ).replace(step=jnp.zeros((), jnp.int32))
     return states
+
+
+def member_keys(config: Config) -> jax.Array:
+    """The base RNG key of each ensemble member: member k is seeded `train.seed + k`."""
+    return jax.vmap(jax.random.key)(config.train.seed + jnp.arange(config.train.ensemble))
+
+
+def create_members(config: Config, n_voxels: int, keys: jax.Array) -> States:
+    """Train states of every member, stacked on a leading member axis (member k from `keys[k]`)."""
+    return jax.vmap(lambda key: create_states(config, n_voxels, jax.random.fold_in(key, 0)))(keys)
+
+
+def take_member(states: States, k: int) -> States:
+    """Member k's states, without the member axis."""
+    return jax.tree.map(lambda a: a[k], states)
+
+
+def stack_members(members: list[States]) -> States:
+    """Per-member states stacked on a leading member axis (the inverse of `take_member`)."""
+    return jax.tree.map(lambda *parts: jnp.stack(parts), *members)
 
 
 def _make_apply(networks: dict[str, nn.Module], params: dict, states: States, training: tuple[str, ...]):
@@ -216,11 +237,13 @@ def steps_per_call(config: Config) -> int:
 
 
 class EpochRunner:
-    """One epoch of a stage: a permutation of the data, then `lax.scan`s of train steps over its batches.
+    """One epoch of a stage for every ensemble member: a permutation of the data per member, then
+    `lax.scan`s of train steps over its batches, the members vmapped and split across the devices.
 
     Each scan is one compiled call with the states donated; the epoch needs at most two programs (full
-    chunks and the remainder), compiled in the first epoch and reused after. Returns the new states and
-    per-step metrics (leading axis: step), so a non-finite loss can be traced to its step.
+    chunks and the remainder), compiled in the first epoch and reused after. States carry a leading member
+    axis; returns the new states and per-step metrics (axes: member, step), so a non-finite loss can be
+    traced to its member and step.
     """
 
     def __init__(self, config: Config, stage: Stage, n_examples: int) -> None:
@@ -231,6 +254,7 @@ class EpochRunner:
         self.chunk = self.n_batches if chunk == 0 else min(chunk, self.n_batches)
         unroll = chunk != 0
         train_step = make_train_step(config, stage)
+        self.mesh = member_mesh(config.train.ensemble)
 
         def run_chunk(states: States, data: Batch, order: jax.Array, keys: jax.Array) -> tuple[States, Metrics]:
             def body(carry: States, xs):
@@ -247,24 +271,34 @@ class EpochRunner:
             }
             return {**norms, **finite}
 
-        self.run_chunk = jax.jit(run_chunk, donate_argnums=(0,))
-        self.summary = jax.jit(summary)
-        self.permutation = jax.jit(
-            lambda key: jax.random.permutation(key, n_examples)[: self.n_batches * self.batch_size].reshape(
-                self.n_batches, self.batch_size
-            )
-        )
+        def plan(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+            order = jax.random.permutation(jax.random.fold_in(key, 0), n_examples)
+            order = order[: self.n_batches * self.batch_size].reshape(self.n_batches, self.batch_size)
+            return order, jax.random.split(jax.random.fold_in(key, 1), self.n_batches)
 
-    def __call__(self, states: States, data: Batch, key: jax.Array) -> tuple[States, Metrics]:
-        """Train one epoch; the states passed in are donated (do not reuse them)."""
-        order = self.permutation(jax.random.fold_in(key, 0))
-        keys = jax.random.split(jax.random.fold_in(key, 1), self.n_batches)
+        members, shared = jax.sharding.PartitionSpec(MEMBERS), jax.sharding.PartitionSpec()
+        self.run_chunk = jax.jit(
+            jax.shard_map(
+                jax.vmap(run_chunk, in_axes=(0, None, 0, 0)), mesh=self.mesh,
+                in_specs=(members, shared, members, members), out_specs=members,
+            ),
+            donate_argnums=(0,),
+        )
+        self.summary = jax.jit(jax.vmap(summary))
+        self.plan = jax.jit(jax.vmap(plan))
+
+    def __call__(self, states: States, data: Batch, keys: jax.Array) -> tuple[States, Metrics]:
+        """Train one epoch, member k drawing from `keys[k]`; the states passed in are donated (do not reuse them)."""
+        # Placing every input where the program expects it (a no-op for the trainer's own states) lets states
+        # from anywhere, a restore included, run the program compiled in the first epoch.
+        states, (order, step_keys) = place_members((states, self.plan(keys)), self.mesh)
+        data = replicate(data, self.mesh)
         chunks = []
         for start in range(0, self.n_batches, self.chunk):
             stop = min(start + self.chunk, self.n_batches)
-            states, metrics = self.run_chunk(states, data, order[start:stop], keys[start:stop])
+            states, metrics = self.run_chunk(states, data, order[:, start:stop], step_keys[:, start:stop])
             chunks.append(metrics)
-        metrics = jax.tree.map(lambda *parts: jnp.concatenate(parts), *chunks)
+        metrics = jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=1), *chunks)
         return states, {**metrics, **self.summary(states)}
 
     def compilations(self) -> int:
@@ -287,24 +321,24 @@ def make_eval_losses(config: Config, stage: Stage) -> Callable[[States, Batch, j
     return eval_losses
 
 
-def make_reconstruct(config: Config, encoder: str) -> Callable[[States, jax.Array], jax.Array]:
-    """Deterministic reconstruction through `encoder` with BN running statistics.
+def make_reconstruct(config: Config, encoder: str) -> Callable[[States, jax.Array, jax.Array], jax.Array]:
+    """Deterministic reconstruction through `encoder` with BN running statistics: (states, inputs, key).
 
     The image path decodes the posterior mean; the fMRI path follows `config.inference` (posterior mean,
-    or the mean of G over fixed posterior draws).
+    or the mean of G over posterior draws fixed by `key`, a model's base key).
     """
     networks = build_networks(config.model)
     samples = config.inference.samples if encoder == "cognitive_encoder" else 0
     temperature = config.inference.temperature
 
-    def reconstruct(states: States, inputs: jax.Array) -> jax.Array:
+    def reconstruct(states: States, inputs: jax.Array, key: jax.Array) -> jax.Array:
         def variables(name):
             return {"params": states[name].params, "batch_stats": states[name].batch_stats}
 
         mu, logvar = networks[encoder].apply(variables(encoder), inputs, train=False)
         if samples == 0:
             return networks["generator"].apply(variables("generator"), mu, train=False)
-        eps = jax.random.normal(jax.random.key(config.train.seed), (samples, *mu.shape), mu.dtype)
+        eps = jax.random.normal(key, (samples, *mu.shape), mu.dtype)
         z = (mu + temperature * jnp.exp(0.5 * logvar) * eps).reshape(-1, mu.shape[-1])
         images = networks["generator"].apply(variables("generator"), z, train=False)
         return jnp.mean(images.reshape(samples, *mu.shape[:1], *images.shape[1:]), axis=0)

@@ -32,7 +32,11 @@ from vaegan_jax.data.prepare import PreparedData, prepare, to_model_images, to_n
 from vaegan_jax.errors import CheckpointError, ConfigError, VaeganError
 from vaegan_jax.images import labelled_grid, save_png
 from vaegan_jax.initialisation import ridge_initialised_cognitive_encoder
-from vaegan_jax.steps import STAGES, Stage, States, EpochRunner, create_states, make_eval_losses, make_reconstruct
+from vaegan_jax.sharding import member_mesh, place_members, replicate
+from vaegan_jax.steps import (
+    STAGES, EpochRunner, Stage, States, create_members, make_eval_losses, make_reconstruct, member_keys,
+    stack_members, take_member,
+)
 
 SUMMARY_METRICS = ("pcc", "mse", "ssim", "ident_2way")
 RECORDED_PACKAGES = (
@@ -207,29 +211,31 @@ class Trainer:
         self.progress = progress
         self.log = log
         train = self.config.train
-        self.data: PreparedData = prepare(dataset, train.val_trials, train.seed)
+        self.data: PreparedData = prepare(dataset, train.val_trials, train.split_seed)
         if len(self.data.fit) < train.batch_size:
             raise ConfigError(f"batch size {train.batch_size} exceeds the {len(self.data.fit)} fitting trials")
         size = self.config.model.image_size
         stage1_images = self.data.fit.images
         if train.use_extra_images and self.data.extra_images is not None:
             stage1_images = np.concatenate([stage1_images, self.data.extra_images])
-        self.arrays = {
+        self.mesh = member_mesh(train.ensemble)
+        self.arrays = replicate({
             "images_only": {"image": to_model_images(stage1_images, size)},
             "paired": {"image": to_model_images(self.data.fit.images, size), "voxels": jnp.asarray(self.data.fit.voxels)},
             "val": {"image": to_model_images(self.data.val.images, size), "voxels": jnp.asarray(self.data.val.voxels)},
             "test": {"image": to_model_images(self.data.test.images, size), "voxels": jnp.asarray(self.data.test.voxels)},
-        }
-        self.key = jax.random.key(train.seed)
-        self.states = create_states(self.config, dataset.n_voxels, jax.random.fold_in(self.key, 0))
+        }, self.mesh)
+        self.keys = place_members(member_keys(self.config), self.mesh)
+        self.states = place_members(create_members(self.config, dataset.n_voxels, self.keys), self.mesh)
         self.epoch_runners = {
             s.number: EpochRunner(self.config, s, len(self.arrays["paired" if s.paired else "images_only"]["image"]))
             for s in STAGES
         }
-        self.eval_loss_fns = {s.number: jax.jit(make_eval_losses(self.config, s)) for s in STAGES}
+        each_member = {"in_axes": (0, None, 0)}
+        self.eval_loss_fns = {s.number: jax.jit(jax.vmap(make_eval_losses(self.config, s), **each_member)) for s in STAGES}
         self.reconstruct = {
-            "fmri": jax.jit(make_reconstruct(self.config, "cognitive_encoder")),
-            "image": jax.jit(make_reconstruct(self.config, "visual_encoder")),
+            "fmri": jax.jit(jax.vmap(make_reconstruct(self.config, "cognitive_encoder"), **each_member)),
+            "image": jax.jit(jax.vmap(make_reconstruct(self.config, "visual_encoder"), **each_member)),
         }
         self.offsets = stage_offsets(self.config)
         self.epochs_done = 0
@@ -244,7 +250,8 @@ class Trainer:
             f"(+{extra} image-only for stage I); voxels z-scored with fit-trial statistics",
             f"model    preset {cfg.preset}: {cfg.model.image_size}x{cfg.model.image_size} images, "
             f"latent {cfg.model.latent_dim}, batch {cfg.train.batch_size}, epochs I/II/III {cfg.train.epochs}",
-            f"devices  {', '.join(str(d) for d in jax.devices())}",
+            f"members  {cfg.train.ensemble} (seeds {cfg.train.seed}..{cfg.train.seed + cfg.train.ensemble - 1}) "
+            f"on {self.mesh.size} of {jax.device_count()} device(s): {', '.join(str(d) for d in jax.devices())}",
             f"run      {self.paths.root}",
         ])
 
@@ -253,7 +260,7 @@ class Trainer:
     def checkpoint_arrays(self) -> dict[str, Any]:
         """The arrays a checkpoint holds: every train state, the voxel scaler and the base RNG key."""
         scaler = self.data.scaler
-        return checkpoint_tree(self.states, jnp.asarray(scaler.mean), jnp.asarray(scaler.std), self.key)
+        return checkpoint_tree(self.states, jnp.asarray(scaler.mean), jnp.asarray(scaler.std), self.keys)
 
     def checkpoint_meta(self, stage: Stage, epoch_in_stage: int) -> dict[str, Any]:
         """The JSON half of a checkpoint."""
@@ -285,18 +292,32 @@ class Trainer:
 
     # -- evaluation ------------------------------------------------------------------------------
 
-    def reconstructions(self, split: str, path: str) -> np.ndarray:
-        """Deterministic reconstructions of a split at the stimulus resolution, in [0, 1]."""
+    def member_reconstructions(self, split: str, path: str) -> np.ndarray:
+        """Each member's deterministic reconstructions of a split (member, trial, H, W), in [0, 1]."""
         arrays = self.arrays[split]
         inputs = arrays["voxels"] if path == "fmri" else arrays["image"]
-        return to_native_images(self.reconstruct[path](self.states, inputs), self.dataset.image_size)
+        images = self.reconstruct[path](self.states, inputs, self.keys)
+        return np.stack([to_native_images(member, self.dataset.image_size) for member in images])
+
+    def reconstructions(self, split: str, path: str) -> np.ndarray:
+        """The model's reconstructions of a split: the average of its members' (trial, H, W), in [0, 1]."""
+        return self.member_reconstructions(split, path).mean(axis=0)
 
     def split_metrics(self, split: str) -> dict[str, float]:
-        """Mean PCC, MSE, SSIM and 2-way identification of both paths on a split."""
+        """Mean PCC, MSE, SSIM and 2-way identification of both paths of the (ensemble) model on a split."""
+        return self._path_metrics(split, {path: self.reconstructions(split, path) for path in ("fmri", "image")})
+
+    def member_metrics(self, split: str) -> list[dict[str, float]]:
+        """`split_metrics` of each member alone."""
+        per_path = {path: self.member_reconstructions(split, path) for path in ("fmri", "image")}
+        return [self._path_metrics(split, {path: images[k] for path, images in per_path.items()})
+                for k in range(self.config.train.ensemble)]
+
+    def _path_metrics(self, split: str, reconstructions: dict[str, np.ndarray]) -> dict[str, float]:
         trials = getattr(self.data, split)
         result = {}
-        for path in ("fmri", "image"):
-            per_image = metrics_lib.reconstruction_metrics(trials.images, self.reconstructions(split, path))
+        for path, images in reconstructions.items():
+            per_image = metrics_lib.reconstruction_metrics(trials.images, images)
             result.update({f"{name}_{path}": float(np.mean(per_image[name])) for name in SUMMARY_METRICS})
         return result
 
@@ -305,9 +326,9 @@ class Trainer:
         if len(self.data.val) == 0:
             return None
         step = self.epochs_done
-        key = jax.random.fold_in(self.key, 10_000 + step)
-        for name, value in self.eval_loss_fns[stage.number](self.states, self.arrays["val"], key).items():
-            writer.add_scalar(f"{stage.name}/val/{name}", float(value), step)
+        keys = jax.vmap(lambda key: jax.random.fold_in(key, 10_000 + step))(self.keys)
+        for name, value in self.eval_loss_fns[stage.number](self.states, self.arrays["val"], keys).items():
+            writer.add_scalar(f"{stage.name}/val/{name}", float(jnp.mean(value)), step)
         values = self.split_metrics("val")
         for name, value in values.items():
             writer.add_scalar(f"{stage.name}/val/{name}", value, step)
@@ -328,18 +349,21 @@ class Trainer:
         return means
 
     def _check_finite(self, stage: Stage, epoch: int, metrics: dict[str, np.ndarray]) -> str | None:
-        """Where the epoch first went non-finite (step, networks, loss values), or None if it did not."""
-        losses = {learner: np.atleast_1d(metrics[f"loss/{learner}"]) for learner in stage.learners}
-        n_steps = len(next(iter(losses.values())))
-        for step in range(n_steps):
-            # One network's blow-up reaches the others' losses within the same step, so name them all.
-            bad = [f"{learner} ({float(values[step])})" for learner, values in losses.items()
-                   if not np.isfinite(values[step])]
-            if bad:
-                return f"{stage.name} epoch {epoch}, step {step + 1} of {n_steps}: non-finite loss of {', '.join(bad)}"
-        broken = [learner for learner in stage.learners if not bool(metrics[f"finite/{learner}"])]
-        if broken:
-            return f"{stage.name} epoch {epoch}: non-finite parameters of {', '.join(broken)}"
+        """Where the epoch first went non-finite (member, step, networks, loss values), or None if it did not."""
+        n_members = self.config.train.ensemble
+        for k in range(n_members):
+            where = f"{stage.name} epoch {epoch}" + (f", member {k}" if n_members > 1 else "")
+            losses = {learner: np.atleast_1d(metrics[f"loss/{learner}"][k]) for learner in stage.learners}
+            n_steps = len(next(iter(losses.values())))
+            for step in range(n_steps):
+                # One network's blow-up reaches the others' losses within the same step, so name them all.
+                bad = [f"{learner} ({float(values[step])})" for learner, values in losses.items()
+                       if not np.isfinite(values[step])]
+                if bad:
+                    return f"{where}, step {step + 1} of {n_steps}: non-finite loss of {', '.join(bad)}"
+            broken = [learner for learner in stage.learners if not bool(metrics[f"finite/{learner}"][k])]
+            if broken:
+                return f"{where}: non-finite parameters of {', '.join(broken)}"
         return None
 
     def run_stage(self, stage: Stage, store: CheckpointStore, writer: SummaryWriter) -> None:
@@ -350,17 +374,16 @@ class Trainer:
             return
         data = self.arrays["paired" if stage.paired else "images_only"]
         if start == 0 and "cognitive_encoder" in stage.learners and self.config.train.cognitive_init == "ridge":
-            self.states = ridge_initialised_cognitive_encoder(self.config, self.states, data["voxels"], data["image"])
-        # Restored arrays are committed to a device and fresh ones are not, and jit compiles a program for each
-        # kind: with every stage starting from committed states, a restore (rollback, the final report's best
-        # checkpoint) reuses the programs compiled for training instead of compiling them again.
-        self.states = jax.device_put(self.states, jax.devices()[0])
+            self.states = place_members(stack_members([
+                ridge_initialised_cognitive_encoder(self.config, take_member(self.states, k), data["voxels"], data["image"])
+                for k in range(self.config.train.ensemble)
+            ]), self.mesh)
         train = self.config.train
         bar = tqdm(range(start, total), desc=f"stage {stage.number}", initial=start, total=total,
                    disable=not self.progress, leave=True, dynamic_ncols=True)
         for epoch in bar:
-            epoch_key = jax.random.fold_in(jax.random.fold_in(self.key, stage.number), epoch)
-            states, metrics = self.epoch_runners[stage.number](self.states, data, epoch_key)
+            epoch_keys = jax.vmap(lambda key: jax.random.fold_in(jax.random.fold_in(key, stage.number), epoch))(self.keys)
+            states, metrics = self.epoch_runners[stage.number](self.states, data, epoch_keys)
             metrics = jax.device_get(metrics)
             problem = self._check_finite(stage, epoch + 1, metrics)
             if problem is not None:
@@ -443,6 +466,12 @@ class Trainer:
             "val": self.split_metrics("val") if len(self.data.val) else {},
             "test": self.split_metrics("test"),
         }
+        if self.config.train.ensemble > 1:
+            val_members = self.member_metrics("val") if len(self.data.val) else [{}] * self.config.train.ensemble
+            report["members"] = [
+                {"seed": self.config.train.seed + k, "val": val, "test": test}
+                for k, (val, test) in enumerate(zip(val_members, self.member_metrics("test")))
+            ]
         grid = labelled_grid(
             [self.data.test.images, self.reconstructions("test", "fmri"), self.reconstructions("test", "image")],
             ["stimulus", "fMRI path", "image path"],
