@@ -12,6 +12,9 @@ For every (preset, stage) it measures, on the embedded synthetic data prepared a
   memory       XLA's buffer need of the compiled step (arguments + outputs - aliased + temporaries), and the
                process's resident-set peak so far (CPU) or the device's peak bytes in use (accelerators)
 
+With --ensemble K (default 4) it then times the `fast` preset's epoch chunk per step for each stage with one
+member and with K members (alternating, same data), and prints the ratio: what training an ensemble costs.
+
 With --peer PYTHON it runs the peer script (eager PyTorch, the `seed` geometry, stage I, batch 5) with that
 interpreter in rounds interleaved with our own seed stage-I measurement (peer, ours, peer, ours, ...), so
 slow drift in the machine's load hits both alike, and prints the ratio ours/peer (median over rounds).

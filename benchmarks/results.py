@@ -1,0 +1,92 @@
+"""The README's results table: `train.py` then `eval.py` for several seeds, aggregated over the seeds.
+
+For each seed it runs, in fresh processes, exactly what a user would:
+    python train.py --seed S --out OUT/seedS [TRAIN_ARGS...]
+    python eval.py --ckpt OUT/seedS --baselines ridge,mean,latent-ridge
+and prints a Markdown table of the test figures, mean ± sd (ddof 1) over the seeds of each run's mean
+over trials, with the per-seed PCCs and the wall time of each training run. Runs already finished in OUT
+are reused (their eval report too), so an interrupted table can be completed.
+
+    .venv/bin/python benchmarks/results.py --out results
+    .venv/bin/python benchmarks/results.py --out results-ens3 --seeds 0,3,6 -- --ensemble 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BASELINES = "ridge,mean,latent-ridge"
+MEASURES = (("pcc", "PCC", ".3f"), ("mse", "MSE", ".4f"), ("ssim", "SSIM", ".3f"), ("ident_2way", "2-way", ".3f"))
+LABELS = {
+    "model": "**D-VAE/GAN**", "ridge": "ridge, voxels -> pixels", "latent-ridge": "latent-ridge",
+    "mean": "mean training image",
+}
+
+
+def run(command: list[str]) -> float:
+    """Run a command from the repository root, failing loudly; return its wall time in seconds."""
+    print("$", " ".join(command), flush=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, *command], cwd=REPO, check=True)
+    return time.perf_counter() - start
+
+
+def seed_report(seed: int, out: Path, train_args: list[str]) -> tuple[dict, float | None]:
+    """The test report of one seed's run (training and evaluating it unless already done) and the training time."""
+    folder = out / f"seed{seed}"
+    seconds = None
+    if not (folder / "metrics.json").exists():
+        seconds = run(["train.py", "--seed", str(seed), "--out", str(folder), "--overwrite", "--no-progress", *train_args])
+    report = folder / "eval" / "metrics.json"
+    if not report.exists():
+        run(["eval.py", "--ckpt", str(folder), "--baselines", BASELINES, "--out", str(folder / "eval")])
+    return json.loads(report.read_text()), seconds
+
+
+def table(reports: dict[int, dict]) -> str:
+    """Markdown: one row per method, mean ± sd over seeds of the per-run means over trials."""
+    methods = list(next(iter(reports.values()))["methods"])
+    lines = ["| method | " + " | ".join(label for _, label, _ in MEASURES) + " |", "|---" * (len(MEASURES) + 1) + "|"]
+    for method in methods:
+        cells = []
+        for key, _, spec in MEASURES:
+            values = [r["methods"][method]["aggregate"][key]["mean"] for r in reports.values()]
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            cells.append(f"{format(statistics.mean(values), spec)} ± {format(sd, spec)}")
+        lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train and evaluate every seed, then print the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="folder of the runs (one sub-folder per seed)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    parser.add_argument("train_args", nargs="*", help="after --: further train.py arguments")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    reports, times = {}, {}
+    for seed in seeds:
+        reports[seed], times[seed] = seed_report(seed, args.out, args.train_args)
+    print()
+    print(table(reports))
+    print()
+    print("per seed, PCC of " + " / ".join(reports[seeds[0]]["methods"]) + ": " + "; ".join(
+        f"seed {seed} " + " / ".join(f"{m['aggregate']['pcc']['mean']:.3f}" for m in r["methods"].values())
+        for seed, r in reports.items()
+    ))
+    print("training wall time: " + ", ".join(
+        f"seed {seed} {'(earlier run)' if t is None else f'{t / 60:.1f} min'}" for seed, t in times.items()
+    ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
