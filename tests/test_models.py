@@ -1,4 +1,4 @@
-"""The four networks: output shapes for every preset, the paper's geometry, BatchNorm modes, output range."""
+"""The four networks: output shapes for every preset, the paper's geometry, BatchNorm modes, output range, convolutions."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from flax import linen as nn
 
 from vaegan_jax import config as config_lib
+from vaegan_jax import models
 from vaegan_jax.config import ModelConfig
 from vaegan_jax.models import build_networks, example_inputs, spatial_sizes
 
@@ -108,3 +109,24 @@ def test_batch_norm_learns_running_statistics_only_in_training_mode(tiny_network
         batched = net.apply(variables[name], inputs[name], train=False)
         for one, many in zip(jax.tree.leaves(alone), jax.tree.leaves(batched)):
             np.testing.assert_allclose(one[0], many[0], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_the_member_by_member_convolution_is_lax_convolution_under_vmap_and_grad() -> None:
+    k_x, k_w, k_g = jax.random.split(jax.random.key(7), 3)
+    x = jax.random.normal(k_x, (2, 9, 9, 3))
+    kernels = jax.random.normal(k_w, (3, 5, 5, 3, 4))
+
+    def loss(conv, kernel, x):
+        return jnp.sum(jnp.sin(conv(x, kernel, (2, 2), "SAME")))
+
+    def members(conv):
+        return jax.vmap(jax.value_and_grad(lambda w, x: loss(conv, w, x), argnums=(0, 1)), in_axes=(0, None))(kernels, x)
+
+    def lax_conv(x, kernel, strides, padding):
+        return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    ours, reference = members(models.conv_general_dilated), members(lax_conv)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(NotImplementedError):
+        models.conv_general_dilated(x, kernels[0], (1, 1), "SAME", rhs_dilation=(2, 2))
