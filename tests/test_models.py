@@ -130,3 +130,5 @@ def test_the_member_by_member_convolution_is_lax_convolution_under_vmap_and_grad
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     with pytest.raises(NotImplementedError):
         models.conv_general_dilated(x, kernels[0], (1, 1), "SAME", rhs_dilation=(2, 2))
+    with pytest.raises(NotImplementedError):
+        models.conv_general_dilated(x, kernels[0], (1, 1), "SAME", precision=jax.lax.Precision.HIGHEST)

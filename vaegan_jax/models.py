@@ -84,6 +84,8 @@ def conv_general_dilated(
     undilated = all(d is None or tuple(d) == (1, 1) for d in (lhs_dilation, rhs_dilation))
     if numbers != nhwc or not undilated or feature_group_count != 1 or batch_group_count != 1:
         raise NotImplementedError("only undilated, ungrouped 2-D NHWC convolutions")
+    if precision is not None or preferred_element_type is not None:
+        raise NotImplementedError("only the default precision and output type")
     if isinstance(padding, str):
         padding = jax.lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
     strides = tuple(int(s) for s in window_strides)
