@@ -35,6 +35,7 @@ def parse_args(argv: list[str]):
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     parser.add_argument("--no-progress", action="store_true", help="print a line per validation instead of progress bars")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    cli.add_distributed_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -42,6 +43,7 @@ def main(argv: list[str]) -> int:
     """Parse arguments, load the data, train, print the report."""
     args = parse_args(argv)
     cli.use_compilation_cache()
+    cli.join_processes(args)
     from vaegan_jax import config as config_lib
     from vaegan_jax.data import load_dataset, load_synthetic
     from vaegan_jax.training import run_training
@@ -68,6 +70,8 @@ def main(argv: list[str]) -> int:
             config, dataset, out, resume=args.resume, overwrite=args.overwrite, argv=["train.py", *argv],
             interrupt=interrupt, progress=not args.no_progress and sys.stderr.isatty(),
         )
+    if not cli.is_main_process():
+        return 0
     print(f"\nbest checkpoint: step {report['checkpoint_step']} (stage {report['stage']}, epoch {report['epoch_in_stage']}), chosen by validation PCC")
     print(f"{'split':6} {'path':6} {'PCC':>7} {'MSE':>7} {'SSIM':>7} {'2-way':>7}")
     for split in ("val", "test"):

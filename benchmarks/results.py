@@ -3,7 +3,8 @@
 For each seed it runs, in fresh processes, exactly what a user would:
     python train.py --seed S --out OUT/seedS [TRAIN_ARGS...]
     python eval.py --ckpt OUT/seedS --baselines ridge,mean,latent-ridge
-and prints a Markdown table of the test figures, mean ± sd (ddof 1) over the seeds of each run's mean
+    python eval.py --ckpt OUT/seedS --baselines ridge,latent-ridge --baseline-voxels selected
+(the second only when the run selects voxels: the baselines again, reading the model's voxels) and prints a Markdown table of the test figures, mean ± sd (ddof 1) over the seeds of each run's mean
 over trials, with the per-seed PCCs and the wall time of each training run. Runs already finished in OUT
 are reused (their eval report too), so an interrupted table can be completed.
 
@@ -23,6 +24,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = "ridge,mean,latent-ridge"
+LIKE_FOR_LIKE = "ridge,latent-ridge"
+SELECTED = " (model's voxels)"
 MEASURES = (("pcc", "PCC", ".3f"), ("mse", "MSE", ".4f"), ("ssim", "SSIM", ".3f"), ("ident_2way", "2-way", ".3f"))
 LABELS = {
     "model": "**D-VAE/GAN**", "ridge": "ridge, voxels -> pixels", "latent-ridge": "latent-ridge",
@@ -47,7 +50,15 @@ def seed_report(seed: int, out: Path, train_args: list[str]) -> tuple[dict, floa
     report = folder / "eval" / "metrics.json"
     if not report.exists():
         run(["eval.py", "--ckpt", str(folder), "--baselines", BASELINES, "--out", str(folder / "eval")])
-    return json.loads(report.read_text()), seconds
+    merged = json.loads(report.read_text())
+    if json.loads((folder / "config.json").read_text())["train"].get("selected_voxels", 0):
+        like = folder / "eval-selected-voxels" / "metrics.json"
+        if not like.exists():
+            run(["eval.py", "--ckpt", str(folder), "--baselines", LIKE_FOR_LIKE, "--baseline-voxels", "selected",
+                 "--out", str(like.parent)])
+        methods = json.loads(like.read_text())["methods"]
+        merged["methods"].update({name + SELECTED: methods[name] for name in LIKE_FOR_LIKE.split(",")})
+    return merged, seconds
 
 
 def table(reports: dict[int, dict]) -> str:
@@ -60,7 +71,8 @@ def table(reports: dict[int, dict]) -> str:
             values = [r["methods"][method]["aggregate"][key]["mean"] for r in reports.values()]
             sd = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{format(statistics.mean(values), spec)} ± {format(sd, spec)}")
-        lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+        base = method.removesuffix(SELECTED)
+        lines.append(f"| {LABELS.get(base, base)}{method[len(base):]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

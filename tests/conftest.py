@@ -6,7 +6,9 @@ persistent compilation cache (also inherited by the `train.py` subprocesses) mak
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -74,6 +76,24 @@ def run_script(script: str, args: list[str], **kwargs: Any) -> subprocess.Comple
     return subprocess.run(
         [sys.executable, script, *args], cwd=REPO, capture_output=True, text=True, timeout=300, **kwargs
     )
+
+
+def forced_devices(n: int) -> dict[str, str]:
+    """An environment in which jax on the CPU sees `n` devices."""
+    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+
+
+def run_processes(script: str, args: list[str], n_processes: int, devices_each: int) -> list[subprocess.CompletedProcess]:
+    """`python SCRIPT ARGS` as the `n_processes` processes of one multi-process run on localhost."""
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    flags = ["--coordinator", f"localhost:{port}", "--num-processes", str(n_processes)]
+    with concurrent.futures.ThreadPoolExecutor(n_processes) as pool:
+        return list(pool.map(
+            lambda i: run_script(script, [*args, *flags, "--process-id", str(i)], env=forced_devices(devices_each)),
+            range(n_processes),
+        ))
 
 
 def run_train_py(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess:

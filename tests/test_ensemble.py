@@ -1,17 +1,21 @@
-"""Ensembles: K members trained side by side equal K separately trained models, on one device or several."""
+"""Ensembles: K members trained side by side equal K separately trained models, on one device, on several
+(members and batches split across them) and in several processes."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import TINY_ARGS, flat_arrays, run_script, run_train_py
+from conftest import REPO, TINY_ARGS, flat_arrays, forced_devices, run_processes, run_script, run_train_py
+from vaegan_jax import cli
 from vaegan_jax import config as config_lib
 from vaegan_jax import evaluation
 from vaegan_jax.checkpoints import CheckpointStore
@@ -27,6 +31,8 @@ from vaegan_jax.training import RunPaths, Trainer
 # ~1. Biases just before a BatchNorm are left out: the BatchNorm cancels them, so their gradients are pure
 # rounding, and they change no output (nor do the BatchNorm running means that absorb them).
 EPOCHS = ["--epochs", "1,1,1"]
+# Batches of 8 (two per epoch of the 20 fitting trials) split over 2 or 4 devices, where the tiny preset's 5 would not.
+BATCH = ["--batch-size", "8"]
 STEP_DISTANCE = 1e-5
 RUN_DISTANCE = 0.1
 OTHER_SEED_DISTANCE = 0.3
@@ -57,14 +63,42 @@ def _worst_distance(actual: dict[str, np.ndarray], expected: dict[str, np.ndarra
     return worst, distances[worst]
 
 
+def _run_args(data_file: Path, out: Path, seed: int, ensemble: int = 1) -> list[str]:
+    return [*TINY_ARGS, *EPOCHS, *BATCH, "--data", str(data_file), "--out", str(out), "--seed", str(seed),
+            "--ensemble", str(ensemble)]
+
+
+def _assert_same_members(run: Path, reference: Path, n_members: int) -> None:
+    """Each member's weights as in the reference run, and the same final report."""
+    # Split runs differ from one device only in the order of reductions: measured at ~1e-6, kept to the
+    # margin the ensemble comparisons use.
+    for k in range(n_members):
+        worst = _worst_distance(_run_weights(run, k), _run_weights(reference, k))
+        assert worst[1] < RUN_DISTANCE, (k, worst)
+    report, expected = (json.loads((r / "metrics.json").read_text()) for r in (run, reference))
+    assert report["checkpoint_step"] == expected["checkpoint_step"]
+    np.testing.assert_allclose(report["test"]["pcc_fmri"], expected["test"]["pcc_fmri"], atol=0.05)
+
+
 @pytest.fixture(scope="module")
 def ensemble_run(data_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny run of two members, seeds 3 and 4."""
     out = tmp_path_factory.mktemp("ensemble") / "run"
-    done = run_train_py([*TINY_ARGS, *EPOCHS, "--data", str(data_file), "--out", str(out), "--seed", "3", "--ensemble", "2"])
+    done = run_train_py(_run_args(data_file, out, 3, ensemble=2))
     assert done.returncode == 0, done.stderr
     assert "members  2 (seeds 3..4) on 1 of 1 device(s)" in done.stdout
     return out
+
+
+@pytest.fixture(scope="module")
+def alone_runs(data_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """Tiny runs of one model each, seeds 3 and 4, on one device."""
+    runs = {}
+    for seed in (3, 4):
+        runs[seed] = tmp_path_factory.mktemp("alone") / f"seed{seed}"
+        done = run_train_py(_run_args(data_file, runs[seed], seed))
+        assert done.returncode == 0, done.stderr
+    return runs
 
 
 def test_one_step_of_each_member_equals_the_step_of_the_model_alone(tiny_config: config_lib.Config, dataset: Dataset) -> None:
@@ -84,13 +118,10 @@ def test_one_step_of_each_member_equals_the_step_of_the_model_alone(tiny_config:
 
 
 def test_each_member_of_a_run_is_the_model_trained_alone_with_its_seed(
-    ensemble_run: Path, data_file: Path, tmp_path: Path
+    ensemble_run: Path, alone_runs: dict[int, Path]
 ) -> None:
     for k, seed in enumerate((3, 4)):
-        alone = tmp_path / f"seed{seed}"
-        done = run_train_py([*TINY_ARGS, *EPOCHS, "--data", str(data_file), "--out", str(alone), "--seed", str(seed)])
-        assert done.returncode == 0, done.stderr
-        worst = _worst_distance(_run_weights(ensemble_run, k), _run_weights(alone, 0))
+        worst = _worst_distance(_run_weights(ensemble_run, k), _run_weights(alone_runs[seed], 0))
         assert worst[1] < RUN_DISTANCE, (seed, worst)
     # The members are different models, not one model twice.
     first, second = _run_weights(ensemble_run, 0), _run_weights(ensemble_run, 1)
@@ -111,17 +142,58 @@ def test_an_ensemble_reports_its_members_and_their_average(ensemble_run: Path, t
     assert "model-seed3" in done.stdout and "model-seed4" in done.stdout
 
 
-def test_members_split_across_devices_train_as_on_one_device(ensemble_run: Path, data_file: Path, tmp_path: Path) -> None:
+def test_members_and_batches_split_across_devices_train_as_on_one_device(
+    ensemble_run: Path, data_file: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "sharded"
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    done = run_train_py(
-        [*TINY_ARGS, *EPOCHS, "--data", str(data_file), "--out", str(out), "--seed", "3", "--ensemble", "2"], env=env
-    )
+    done = run_train_py(_run_args(data_file, out, 3, ensemble=2), env=forced_devices(4))
     assert done.returncode == 0, done.stderr
-    assert "members  2 (seeds 3..4) on 2 of 4 device(s)" in done.stdout
-    for k in range(2):
-        worst = _worst_distance(_run_weights(out, k), _run_weights(ensemble_run, k))
-        assert worst[1] < RUN_DISTANCE, (k, worst)
+    assert "members  2 (seeds 3..4) on 4 of 4 device(s): 2 member group(s) x 2 batch shard(s)" in done.stdout
+    _assert_same_members(out, ensemble_run, 2)
+
+
+def test_a_lone_model_splits_its_batches_across_devices(alone_runs: dict[int, Path], data_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sharded"
+    done = run_train_py(_run_args(data_file, out, 3), env=forced_devices(4))
+    assert done.returncode == 0, done.stderr
+    assert "members  1 (seeds 3..3) on 4 of 4 device(s): 1 member group(s) x 4 batch shard(s)" in done.stdout
+    _assert_same_members(out, alone_runs[3], 1)
+
+
+def test_the_mesh_takes_the_devices_that_the_members_and_the_batch_divide_over() -> None:
+    expected = {  # (members, batch size): member groups x batch shards on 4 devices
+        (1, 8): (1, 4), (2, 8): (2, 2), (3, 8): (1, 4), (4, 8): (4, 1), (2, 5): (2, 1), (1, 5): (1, 1), (1, 6): (1, 3),
+    }
+    script = (
+        "import ast, sys\n"
+        "from vaegan_jax.sharding import describe, training_mesh\n"
+        "for members, batch in ast.literal_eval(sys.argv[1]):\n"
+        "    print(describe(training_mesh(members, batch), batch))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, repr(list(expected))], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=forced_devices(4))
+    assert done.returncode == 0, done.stderr
+    for ((_, batch), (groups, shards)), line in zip(expected.items(), done.stdout.splitlines(), strict=True):
+        assert line.startswith(f"on {groups * shards} of 4 device(s): {groups} member group(s) x {shards} batch shard(s)")
+        # Devices left unused are explained.
+        assert line.endswith(f"batch size {batch} do not split over more)") == (groups * shards < 4), line
+
+
+def test_two_processes_train_and_evaluate_as_one(ensemble_run: Path, data_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "two_processes"
+    done = run_processes("train.py", _run_args(data_file, out, 3, ensemble=2), n_processes=2, devices_each=2)
+    assert [d.returncode for d in done] == [0, 0], [d.stderr[-2000:] for d in done]
+    assert "on 4 of 4 device(s): 2 member group(s) x 2 batch shard(s), 2 processes" in done[0].stdout
+    assert "best checkpoint" not in done[1].stdout  # process 0 alone reports
+    _assert_same_members(out, ensemble_run, 2)
+    report = json.loads((out / "metrics.json").read_text())
+    done = run_processes("eval.py", ["--ckpt", str(out), "--out", str(tmp_path / "eval"), "--baselines", "mean"],
+                         n_processes=2, devices_each=2)
+    assert [d.returncode for d in done] == [0, 0], [d.stderr[-2000:] for d in done]
+    methods = json.loads((tmp_path / "eval" / "metrics.json").read_text())["methods"]
+    for member in report["members"]:
+        pcc = methods[f"model-seed{member['seed']}"]["aggregate"]["pcc"]["mean"]
+        np.testing.assert_allclose(pcc, member["test"]["pcc_fmri"], rtol=1e-5)
 
 
 def test_member_helpers_round_trip(tiny_config: config_lib.Config) -> None:
@@ -130,3 +202,18 @@ def test_member_helpers_round_trip(tiny_config: config_lib.Config) -> None:
     assert all(leaf.shape[0] == 3 for leaf in jax.tree.leaves(states))
     second = take_member(states, 1)
     assert all(a.shape == b.shape[1:] for a, b in zip(jax.tree.leaves(second), jax.tree.leaves(states)))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--num-processes", "2"], "need --coordinator"),
+    (["--coordinator", "localhost:1", "--num-processes", "2"], "needs --num-processes and --process-id"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "2"], "--process-id 2 is not in 0..1"),
+])
+def test_incomplete_process_flags_are_one_line_errors(
+    flags: list[str], message: str, one_line_error: Callable[[], str]
+) -> None:
+    spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
+    train_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_cli)
+    assert cli.run(train_cli.main, [*TINY_ARGS, *flags]) == cli.EXIT_BAD_INPUT
+    assert message in one_line_error()

@@ -18,8 +18,12 @@ from PIL import Image
 from vaegan_jax import cli, metrics
 from vaegan_jax import config as config_lib
 from vaegan_jax.config import Config
+from vaegan_jax.errors import ConfigError
 from vaegan_jax.data import load_synthetic
-from vaegan_jax.evaluation import SCHEMA, comparison_grid, locate_checkpoint
+from vaegan_jax.baselines import RidgeDecoder
+from vaegan_jax.evaluation import (
+    BASELINE_VOXELS, SCHEMA, comparison_grid, evaluate_run, load_checkpoint, locate_checkpoint, prepare_for_checkpoint,
+)
 from vaegan_jax.training import run_training
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,9 +39,10 @@ def run_dir(tiny_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """One tiny three-stage run (an epoch per stage) on the embedded synthetic set, trained once for the module.
 
     The synthetic set, not conftest's small file: its ten test trials allow 5- and 10-way identification.
+    The cognitive encoder reads 300 selected voxels, so evaluation has to rebuild the selection.
     """
     # One step per compiled call: on the CPU, unrolled multi-step programs cost more to compile than to run here.
-    config = config_lib.override(tiny_config, ["train.epochs=1,1,1", "train.steps_per_call=1"])
+    config = config_lib.override(tiny_config, ["train.epochs=1,1,1", "train.steps_per_call=1", "train.selected_voxels=300"])
     out = tmp_path_factory.mktemp("eval") / "run"
     run_training(config, load_synthetic(), out, progress=False, log=lambda message: None)
     return out
@@ -73,7 +78,10 @@ def check_schema(doc: dict[str, Any]) -> None:
     assert doc["schema"] == SCHEMA
     assert isinstance(doc["created"], str) and isinstance(doc["vaegan_jax"], str)
     ckpt = doc["checkpoint"]
-    assert set(ckpt) == {"run", "path", "step", "selected_by", "stage", "epoch_in_stage", "val_score"}
+    assert set(ckpt) == {
+        "run", "path", "step", "selected_by", "stage", "epoch_in_stage", "val_score", "inference", "inference_as_trained",
+    }
+    assert set(ckpt["inference"]) == {"samples", "temperature"} and isinstance(ckpt["inference_as_trained"], bool)
     assert isinstance(ckpt["step"], int) and ckpt["stage"] in (1, 2, 3) and _is_number_or_null(ckpt["val_score"])
     assert ckpt["selected_by"] in ("best validation score", "--step", "checkpoint folder")
     data = doc["data"]
@@ -191,6 +199,37 @@ def test_other_data_warns_once_and_the_val_split_evaluates(
     assert not doc["data"]["same_as_training"]
 
 
+def test_baselines_read_every_voxel_unless_told_to_read_the_selection(run_dir: Path, tmp_path: Path) -> None:
+    reports = {
+        voxels: evaluate_run(run_dir, split="val", out=tmp_path / voxels, baselines=("ridge",), baseline_voxels=voxels)[1]
+        for voxels in BASELINE_VOXELS
+    }
+    checkpoint = load_checkpoint(run_dir)
+    data = prepare_for_checkpoint(checkpoint, load_synthetic(), warn=print)
+    assert len(data.voxel_selection) == 300
+    for voxels, read in (("all", lambda t: t.voxels), ("selected", data.model_voxels)):
+        expected = RidgeDecoder().fit(read(data.fit), data.fit.images).predict(read(data.val))
+        np.testing.assert_allclose(reports[voxels].arrays["rec_ridge"], expected, atol=1e-6)
+        assert reports[voxels].metrics["protocol"]["voxels"].endswith(
+            "the baselines the same ones" if voxels == "selected" else "the baselines all"
+        )
+    np.testing.assert_array_equal(reports["all"].arrays["rec_model"], reports["selected"].arrays["rec_model"])
+
+
+def test_eval_can_decode_otherwise_and_says_so(run_dir: Path, tmp_path: Path) -> None:
+    trained = load_checkpoint(run_dir).config.inference
+    assert trained.samples == 0
+    _, as_trained = evaluate_run(run_dir, split="val", out=tmp_path / "a", baselines=())
+    _, sampled = evaluate_run(run_dir, split="val", out=tmp_path / "b", baselines=(),
+                              inference=["inference.samples=8", "inference.temperature=2"])
+    assert as_trained.metrics["checkpoint"]["inference_as_trained"]
+    assert sampled.metrics["checkpoint"]["inference"] == {"samples": 8, "temperature": 2.0}
+    assert not sampled.metrics["checkpoint"]["inference_as_trained"]
+    assert np.abs(sampled.arrays["rec_model"] - as_trained.arrays["rec_model"]).max() > 1e-3
+    with pytest.raises(ConfigError, match="changes only inference"):
+        evaluate_run(run_dir, split="val", out=tmp_path / "c", baselines=(), inference=["loss.gamma=1"])
+
+
 def test_the_three_ways_to_name_a_checkpoint(run_dir: Path) -> None:
     checkpoints = run_dir / "checkpoints"
     assert locate_checkpoint(run_dir, None) == (run_dir, checkpoints, None, "best validation score")
@@ -236,6 +275,11 @@ BAD_INPUTS = {
     "other format version": (
         lambda run, tmp: ["--ckpt", str(_tampered_copy(run, tmp, _edit_meta(lambda m: m.update(format_version=99))))],
         "checkpoint format 99 was written by another version",
+    ),
+    "other voxel selection": (
+        lambda run, tmp: ["--ckpt", str(_tampered_copy(run, tmp, _edit_meta(
+            lambda m: m["split"].update(voxels=m["split"]["voxels"][::-1]))))],
+        "the selected voxels rebuilt from the config differ",
     ),
     "fewer voxels": (
         lambda run, tmp: ["--ckpt", str(run), "--data", str(_synthetic_npz(tmp / "small.npz", keep_voxels=100))],

@@ -78,6 +78,35 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
+def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that make one process of a multi-process (multi-host) run."""
+    group = parser.add_argument_group(
+        "several processes",
+        "Start one process per host, all with the same arguments (and with HOST:PORT, each its own "
+        "--process-id); together they use every device of every host as one mesh, and process 0 alone "
+        "prints and writes files. The run folder must be on a file system all processes see.",
+    )
+    group.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="address of process 0, where the processes meet; 'auto' reads the cluster's "
+                       "environment (SLURM, Open MPI, Kubernetes, ...) instead of the two flags below")
+    group.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process's number, 0..N-1")
+
+
+def join_processes(args: argparse.Namespace) -> None:
+    """Connect to the other processes named by `add_distributed_arguments`' flags, if any."""
+    from vaegan_jax.sharding import init_distributed
+
+    init_distributed(args.coordinator, args.num_processes, args.process_id)
+
+
+def is_main_process() -> bool:
+    """Whether this process prints the results (process 0 of a multi-process run)."""
+    from vaegan_jax.sharding import is_main_process as main
+
+    return main()
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line and exit code 2, like every other bad input."""
 

@@ -2,7 +2,7 @@
 
 `evaluate_run` restores a checkpoint (the best by validation score unless a step is named), rebuilds the
 run's splits from its config, reconstructs the chosen split's stimuli from fMRI, fits each requested
-baseline on the fit trials only (voxels z-scored with fit-trial statistics, as the model saw them), and
+baseline on the fit trials only (every voxel, z-scored with fit-trial statistics as the model's were), and
 scores every method with metrics.py at the stimulus' native resolution, pixels in [0, 1]. Everything is
 computed before anything is written; then `write_report` fills a temporary folder and renames it into
 place, and `log_to_tensorboard` adds the figures to the run's TensorBoard log.
@@ -18,14 +18,15 @@ Files of the report folder:
       schema       "vaegan_jax.eval/1"
       created      ISO 8601 time (UTC);  vaegan_jax: the code's version
       checkpoint   {run: run folder, path: checkpoints/<step> folder, step, selected_by ("best validation
-                    score" | "--step" | "checkpoint folder"), stage, epoch_in_stage, val_score (null if none)}
+                    score" | "--step" | "checkpoint folder"), stage, epoch_in_stage, val_score (null if none),
+                    inference: {samples, temperature} the model decoded with, inference_as_trained: bool}
       data         {name, source, fingerprint, n_voxels, image_size: of the data evaluated on,
                     trained_on: fingerprint of the training data, same_as_training: bool}
       protocol     {split, split_description, n_trials, trial_indices: [int] (the source file's numbering,
                     the order of every per-image list), resolution: [H, W], data_range: [0.0, 1.0],
                     ssim_windows: {measure: description}, n_ways: [n...] (those <= n_trials),
                     identification: description, aggregate: description, n_boot, bootstrap_seed,
-                    voxels: description, baselines_fitted_on: {split: "train", n_trials, n_extra_images:
+                    voxels: description (how many the model read, what the baselines read), baselines_fitted_on: {split: "train", n_trials, n_extra_images:
                     image-only extras a baseline may use, as many as the model's stage I had}}
       measures     [names in table order]: pcc, mse, ssim, ssim_gaussian11, ident_<n>way for each n in n_ways
       methods      {name: {kind: "model" | "baseline", decoder: description, fitted: {name_: number} (a
@@ -56,6 +57,7 @@ from typing import Any, Callable, Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 from tensorboardX import SummaryWriter
 
 import vaegan_jax
@@ -66,9 +68,10 @@ from vaegan_jax.checkpoints import NO_SCORE, CheckpointStore, checkpoint_tree
 from vaegan_jax.config import Config
 from vaegan_jax.data import load_dataset, load_synthetic
 from vaegan_jax.data.dataset import Dataset, Trials
-from vaegan_jax.data.prepare import PreparedData, prepare, to_native_images
+from vaegan_jax.data.prepare import PreparedData, prepare, selection_size, to_native_images
 from vaegan_jax.errors import CheckpointError, ConfigError, DataError
 from vaegan_jax.images import labelled_grid, save_png
+from vaegan_jax.sharding import MEMBERS, fetch, is_main_process, place_members, replicate, training_mesh
 from vaegan_jax.steps import States, create_members, make_reconstruct, member_keys
 from vaegan_jax.training import RunPaths, data_meta
 
@@ -81,6 +84,8 @@ BASELINES: dict[str, Callable[[], Decoder]] = {
     "latent-ridge": LatentRidgeDecoder,
 }
 DEFAULT_BASELINES = ("ridge", "mean")
+# What the baselines read: every voxel (as they are defined), or the model's selection (a like-for-like comparison).
+BASELINE_VOXELS = ("all", "selected")
 SPLITS = {
     "test": "the data set's standard test split",
     "val": "validation trials carved from the training split; the best checkpoint is picked on them (optimistic)",
@@ -142,11 +147,20 @@ def locate_checkpoint(path: str | os.PathLike, step: int | None) -> tuple[Path, 
 
 
 def _checkpoint_template(config: Config, n_voxels: int) -> dict[str, Any]:
-    """Shapes and dtypes of what Trainer.checkpoint_arrays saves, without initialising any network."""
+    """Zeros shaped like what Trainer.checkpoint_arrays saves, without initialising any network.
+
+    They lie on the run's mesh, as in training, so the restore puts each process's part on its devices.
+    """
     zeros = jnp.zeros(n_voxels, jnp.float32)
-    return jax.eval_shape(
-        lambda: checkpoint_tree(create_members(config, n_voxels, member_keys(config)), zeros, zeros, member_keys(config))
+    n_inputs = selection_size(n_voxels, config.train.selected_voxels)
+    shapes = jax.eval_shape(
+        lambda: checkpoint_tree(create_members(config, n_inputs, member_keys(config)), zeros, zeros, member_keys(config))
     )
+    mesh = training_mesh(config.train.ensemble, config.train.batch_size)
+    members, shared = NamedSharding(mesh, PartitionSpec(MEMBERS)), NamedSharding(mesh, PartitionSpec())
+    shardings = {name: jax.tree.map(lambda _: shared if name == "scaler" else members, tree)
+                 for name, tree in shapes.items()}
+    return jax.jit(lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes), out_shardings=shardings)()
 
 
 @contextlib.contextmanager
@@ -192,6 +206,15 @@ def load_checkpoint(path: str | os.PathLike, step: int | None = None) -> Checkpo
     return Checkpoint(run, where, step, selected_by, meta, config, arrays["states"])
 
 
+def with_inference(checkpoint: Checkpoint, assignments: list[str]) -> Checkpoint:
+    """The checkpoint decoding as `inference.field=value` assignments say (how the fMRI path turns a posterior into an image)."""
+    for assignment in assignments:
+        if not assignment.strip().startswith("inference."):
+            raise ConfigError(f"--set {assignment!r}: eval.py changes only inference.* (samples, temperature); "
+                              "the rest of the config is the trained model's")
+    return dataclasses.replace(checkpoint, config=config_lib.override(checkpoint.config, assignments))
+
+
 def load_training_data(recorded: dict[str, Any]) -> Dataset:
     """The data set a checkpoint records it was trained on: the embedded synthetic set or a file."""
     source = str(recorded.get("source", ""))
@@ -214,7 +237,8 @@ def prepare_for_checkpoint(
         raise DataError(
             f"{dataset.source}: {dataset.n_voxels} voxels, but {checkpoint.path} was trained on {trained['n_voxels']}"
         )
-    data = prepare(dataset, checkpoint.config.train.val_trials, checkpoint.config.train.split_seed)
+    train = checkpoint.config.train
+    data = prepare(dataset, train.val_trials, train.split_seed, train.selected_voxels)
     if dataset.fingerprint != trained["fingerprint"]:
         warn(
             f"warning: evaluating on data {dataset.fingerprint} ({dataset.source}), but {checkpoint.path} "
@@ -222,11 +246,13 @@ def prepare_for_checkpoint(
         )
         return data
     recorded = checkpoint.meta.get("split", {})
-    for name in ("fit", "val", "test"):
-        if name in recorded and getattr(data, name).indices.tolist() != recorded[name]:
-            # Same data, another split: "train" and "val" would silently mean other trials.
+    rebuilt = {name: (f"{name} trials", getattr(data, name).indices) for name in ("fit", "val", "test")}
+    rebuilt["voxels"] = ("selected voxels", data.voxel_selection)
+    for name, (what, indices) in rebuilt.items():
+        # Same data, another split or selection: "train", "val" and the model's inputs would silently change.
+        if name in recorded and indices.tolist() != recorded[name]:
             raise CheckpointError(
-                f"{checkpoint.path}: the {name} trials rebuilt from the config differ from the ones recorded in "
+                f"{checkpoint.path}: the {what} rebuilt from the config differ from the ones recorded in "
                 "the checkpoint; it was written by another version of vaegan_jax"
             )
     return data
@@ -242,16 +268,19 @@ def split_trials(data: PreparedData, split: str) -> Trials:
     return trials
 
 
-def member_reconstructions(checkpoint: Checkpoint, trials: Trials) -> np.ndarray:
-    """Each member's deterministic fMRI-path reconstructions of `trials` (member, trial, H, W), in [0, 1]."""
+def member_reconstructions(checkpoint: Checkpoint, data: PreparedData, trials: Trials) -> np.ndarray:
+    """Each member's deterministic fMRI-path reconstructions of `trials` of `data` (member, trial, H, W), in [0, 1]."""
     reconstruct = jax.jit(jax.vmap(make_reconstruct(checkpoint.config, "cognitive_encoder"), in_axes=(0, None, 0)))
-    images = reconstruct(checkpoint.states, jnp.asarray(trials.voxels), member_keys(checkpoint.config))
+    config = checkpoint.config
+    mesh = training_mesh(config.train.ensemble, config.train.batch_size)
+    voxels, keys = replicate(jnp.asarray(data.model_voxels(trials)), mesh), place_members(member_keys(config), mesh)
+    images = fetch(reconstruct(checkpoint.states, voxels, keys))
     return np.stack([to_native_images(member, trials.images.shape[1]) for member in images])
 
 
-def model_reconstructions(checkpoint: Checkpoint, trials: Trials) -> dict[str, np.ndarray]:
+def model_reconstructions(checkpoint: Checkpoint, data: PreparedData, trials: Trials) -> dict[str, np.ndarray]:
     """The model's reconstructions (its members' average) and, for an ensemble, each member's by name."""
-    members = member_reconstructions(checkpoint, trials)
+    members = member_reconstructions(checkpoint, data, trials)
     named = {MODEL: members.mean(axis=0)}
     if len(members) > 1:
         seed = checkpoint.config.train.seed
@@ -301,15 +330,26 @@ def _json_safe(value: Any) -> Any:
 
 
 def evaluate(
-    checkpoint: Checkpoint, dataset: Dataset, data: PreparedData, split: str, baselines: tuple[str, ...]
+    checkpoint: Checkpoint,
+    dataset: Dataset,
+    data: PreparedData,
+    split: str,
+    baselines: tuple[str, ...],
+    baseline_voxels: str = "all",
 ) -> Report:
-    """Reconstruct a split with the model and each baseline and score them all; nothing is written."""
+    """Reconstruct a split with the model and each baseline and score them all; nothing is written.
+
+    The baselines read every voxel, or with `baseline_voxels="selected"` the model's selection.
+    """
+    if baseline_voxels not in BASELINE_VOXELS:
+        raise ConfigError(f"unknown baseline voxels {baseline_voxels!r}; choose one of {', '.join(BASELINE_VOXELS)}")
     trials = split_trials(data, split)
-    reconstructions = model_reconstructions(checkpoint, trials)
+    reconstructions = model_reconstructions(checkpoint, data, trials)
     # Baselines may use the image-only extras exactly when the model's stage I did.
     extras = data.extra_images if checkpoint.config.train.use_extra_images else None
-    decoders = {name: BASELINES[name]().fit(data.fit.voxels, data.fit.images, extras) for name in baselines}
-    reconstructions.update({name: d.predict(trials.voxels).astype(np.float32) for name, d in decoders.items()})
+    read = data.model_voxels if baseline_voxels == "selected" else (lambda t: t.voxels)
+    decoders = {name: BASELINES[name]().fit(read(data.fit), data.fit.images, extras) for name in baselines}
+    reconstructions.update({name: d.predict(read(trials)).astype(np.float32) for name, d in decoders.items()})
     measures, scored = score_methods(trials.images, reconstructions)
     n_members = checkpoint.config.train.ensemble
     described = {MODEL: {
@@ -330,6 +370,8 @@ def evaluate(
             "run": str(checkpoint.run), "path": str(checkpoint.path), "step": checkpoint.step,
             "selected_by": checkpoint.selected_by, "stage": meta["stage"], "epoch_in_stage": meta["epoch_in_stage"],
             "val_score": None if meta["val_score"] == NO_SCORE else meta["val_score"],
+            "inference": dataclasses.asdict(checkpoint.config.inference),
+            "inference_as_trained": checkpoint.config.inference == config_lib.from_dict(meta["config"]).inference,
         },
         "data": {
             **data_meta(dataset), "trained_on": meta["data"]["fingerprint"],
@@ -353,7 +395,9 @@ def evaluate(
             "aggregate": "mean, sample sd (ddof 1) and 95% percentile-bootstrap interval of the mean over trials",
             "n_boot": N_BOOT,
             "bootstrap_seed": BOOTSTRAP_SEED,
-            "voxels": "z-scored per voxel with the statistics of the fit trials",
+            "voxels": "z-scored per voxel with the statistics of the fit trials; the model reads "
+            f"{len(data.voxel_selection)} of {dataset.n_voxels} (train.selected_voxels, chosen on the fit trials), "
+            + ("the baselines the same ones" if baseline_voxels == "selected" else "the baselines all"),
             "baselines_fitted_on": {
                 "split": "train", "n_trials": len(data.fit), "n_extra_images": 0 if extras is None else len(extras),
             },
@@ -435,6 +479,10 @@ def log_to_tensorboard(report: Report, run: Path, warn: Callable[[str], None]) -
         warn(f"warning: could not log to {RunPaths(run).tensorboard} ({err.strerror or err})")
 
 
+def _quiet(message: str) -> None:
+    """Where the warnings of processes other than 0 go."""
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -447,16 +495,25 @@ def evaluate_run(
     baselines: tuple[str, ...] = DEFAULT_BASELINES,
     step: int | None = None,
     warn: Callable[[str], None] = _stderr,
+    baseline_voxels: str = "all",
+    inference: list[str] | None = None,
 ) -> tuple[Path, Report]:
-    """Evaluate a run's checkpoint on a split against baselines; write the report folder; return it and the report."""
-    checkpoint = load_checkpoint(ckpt, step)
+    """Evaluate a run's checkpoint on a split against baselines; write the report folder; return it and the report.
+
+    `inference` assignments (e.g. ["inference.temperature=0.5"]) change how the model decodes, nothing else.
+    """
+    warn = warn if is_main_process() else _quiet
+    checkpoint = with_inference(load_checkpoint(ckpt, step), inference or [])
     dataset = load_dataset(data_path) if data_path is not None else load_training_data(checkpoint.meta["data"])
     data = prepare_for_checkpoint(checkpoint, dataset, warn)
     split_trials(data, split)  # a bad or empty split fails here, before any folder is made
     out = Path(out).absolute() if out is not None else default_output(checkpoint, split)
+    if not is_main_process():
+        # Every process takes part in the restore and the reconstructions; process 0 alone writes.
+        return out, evaluate(checkpoint, dataset, data, split, baselines, baseline_voxels)
     tmp = open_output(out)
     try:
-        report = evaluate(checkpoint, dataset, data, split, baselines)
+        report = evaluate(checkpoint, dataset, data, split, baselines, baseline_voxels)
         write_report(report, tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

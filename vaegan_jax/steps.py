@@ -19,7 +19,7 @@ from flax.training import train_state
 from vaegan_jax import losses
 from vaegan_jax.config import Config, LossConfig
 from vaegan_jax.models import NETWORKS, build_networks, example_inputs
-from vaegan_jax.sharding import MEMBERS, member_mesh, place_members, replicate
+from vaegan_jax.sharding import MEMBERS, place_members, replicate, split_batch, training_mesh
 
 Batch = dict[str, jax.Array]
 States = dict[str, "TrainState"]
@@ -238,15 +238,16 @@ def steps_per_call(config: Config) -> int:
 
 class EpochRunner:
     """One epoch of a stage for every ensemble member: a permutation of the data per member, then
-    `lax.scan`s of train steps over its batches, the members vmapped and split across the devices.
+    `lax.scan`s of train steps over its batches, the members vmapped and split across the mesh's member
+    groups, each batch split across its batch shards.
 
     Each scan is one compiled call with the states donated; the epoch needs at most two programs (full
     chunks and the remainder), compiled in the first epoch and reused after. States carry a leading member
     axis; returns the new states and per-step metrics (axes: member, step), so a non-finite loss can be
-    traced to its member and step.
+    traced to its member and step. `mesh` defaults to the config's `training_mesh`.
     """
 
-    def __init__(self, config: Config, stage: Stage, n_examples: int) -> None:
+    def __init__(self, config: Config, stage: Stage, n_examples: int, mesh: jax.sharding.Mesh | None = None) -> None:
         self.stage = stage
         self.batch_size = config.train.batch_size
         self.n_batches = n_examples // self.batch_size
@@ -254,12 +255,12 @@ class EpochRunner:
         self.chunk = self.n_batches if chunk == 0 else min(chunk, self.n_batches)
         unroll = chunk != 0
         train_step = make_train_step(config, stage)
-        self.mesh = member_mesh(config.train.ensemble)
+        self.mesh = training_mesh(config.train.ensemble, self.batch_size) if mesh is None else mesh
 
         def run_chunk(states: States, data: Batch, order: jax.Array, keys: jax.Array) -> tuple[States, Metrics]:
             def body(carry: States, xs):
                 indices, step_key = xs
-                return train_step(carry, jax.tree.map(lambda a: a[indices], data), step_key)
+                return train_step(carry, split_batch(jax.tree.map(lambda a: a[indices], data)), step_key)
 
             return jax.lax.scan(body, states, (order, keys), unroll=unroll)
 
@@ -281,13 +282,17 @@ class EpochRunner:
             return jax.tree.map(lambda a: a[None], (new_states, metrics))
 
         members, shared = jax.sharding.PartitionSpec(MEMBERS), jax.sharding.PartitionSpec()
+        # Only the member axis is manual: the batch axis stays with XLA, which then computes BatchNorm
+        # statistics and gradients over the whole batch, as one device would.
         run_members = jax.shard_map(
             jax.vmap(run_chunk, in_axes=(0, None, 0, 0)), mesh=self.mesh,
-            in_specs=(members, shared, members, members), out_specs=members,
+            in_specs=(members, shared, members, members), out_specs=members, axis_names={MEMBERS},
         )
         # A lone model skips the member machinery: for the `seed` preset on the CPU a vmapped chunk of one
         # member ran at 1368 ms per step, the same steps unvmapped at 1144 (measured by benchmarks/bench.py).
-        self.run_chunk = jax.jit(run_one_member if config.train.ensemble == 1 else run_members, donate_argnums=(0,))
+        # Fixed output shardings keep the next chunk's inputs where the compiled program expects them.
+        self.run_chunk = jax.jit(run_one_member if config.train.ensemble == 1 else run_members, donate_argnums=(0,),
+                                 out_shardings=jax.sharding.NamedSharding(self.mesh, members))
         self.summary = jax.jit(jax.vmap(summary))
         self.plan = jax.jit(jax.vmap(plan))
 
@@ -298,10 +303,11 @@ class EpochRunner:
         states, (order, step_keys) = place_members((states, self.plan(keys)), self.mesh)
         data = replicate(data, self.mesh)
         chunks = []
-        for start in range(0, self.n_batches, self.chunk):
-            stop = min(start + self.chunk, self.n_batches)
-            states, metrics = self.run_chunk(states, data, order[:, start:stop], step_keys[:, start:stop])
-            chunks.append(metrics)
+        with jax.set_mesh(self.mesh):
+            for start in range(0, self.n_batches, self.chunk):
+                stop = min(start + self.chunk, self.n_batches)
+                states, metrics = self.run_chunk(states, data, order[:, start:stop], step_keys[:, start:stop])
+                chunks.append(metrics)
         metrics = jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=1), *chunks)
         return states, {**metrics, **self.summary(states)}
 

@@ -27,12 +27,14 @@ from vaegan_jax import config as config_lib
 from vaegan_jax import metrics as metrics_lib
 from vaegan_jax.checkpoints import CheckpointStore, checkpoint_tree
 from vaegan_jax.config import Config
-from vaegan_jax.data.dataset import Dataset
+from vaegan_jax.data.dataset import Dataset, Trials
 from vaegan_jax.data.prepare import PreparedData, prepare, to_model_images, to_native_images
 from vaegan_jax.errors import CheckpointError, ConfigError, VaeganError
 from vaegan_jax.images import labelled_grid, save_png
 from vaegan_jax.initialisation import ridge_initialised_cognitive_encoder
-from vaegan_jax.sharding import member_mesh, place_members, replicate
+from vaegan_jax.sharding import (
+    any_process, barrier, describe, fetch, is_main_process, place_members, replicate, training_mesh,
+)
 from vaegan_jax.steps import (
     STAGES, EpochRunner, Stage, States, create_members, make_eval_losses, make_reconstruct, member_keys,
     stack_members, take_member,
@@ -127,6 +129,10 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def _silent(message: str) -> None:
+    """A log for the processes that do not report."""
+
+
 def _package_version(name: str) -> str | None:
     try:
         return importlib.metadata.version(name)
@@ -158,9 +164,11 @@ def open_run_folder(out: str | os.PathLike, resume: bool, overwrite: bool) -> Ru
         raise CheckpointError(f"{paths.root}: nothing to resume (no config.json)")
     if exists and overwrite and not resume and not (paths.config.exists() or paths.checkpoints.is_dir()):
         raise ConfigError(f"{paths.root}: not a run folder (no config.json or checkpoints); --overwrite only replaces runs")
+    # Every process has decided on the folder as it was before any of them writes into it.
+    barrier("run folder checked")
     try:
         paths.root.mkdir(parents=True, exist_ok=True)
-        probe = paths.root / ".write_probe"
+        probe = paths.root / f".write_probe{jax.process_index()}"
         probe.write_bytes(b"0" * 4096)
         probe.unlink()
     except OSError as err:
@@ -208,27 +216,32 @@ class Trainer:
         self.dataset = dataset
         self.paths = paths
         self.interrupt = interrupt or threading.Event()
-        self.progress = progress
-        self.log = log
+        # Every process runs the same program; only the first reports.
+        self.progress = progress and is_main_process()
+        self.log = log if is_main_process() else _silent
         train = self.config.train
-        self.data: PreparedData = prepare(dataset, train.val_trials, train.split_seed)
+        self.data: PreparedData = prepare(dataset, train.val_trials, train.split_seed, train.selected_voxels)
         if len(self.data.fit) < train.batch_size:
             raise ConfigError(f"batch size {train.batch_size} exceeds the {len(self.data.fit)} fitting trials")
         size = self.config.model.image_size
         stage1_images = self.data.fit.images
         if train.use_extra_images and self.data.extra_images is not None:
             stage1_images = np.concatenate([stage1_images, self.data.extra_images])
-        self.mesh = member_mesh(train.ensemble)
+        self.mesh = training_mesh(train.ensemble, train.batch_size)
+
+        def model_voxels(trials: Trials) -> jax.Array:
+            return jnp.asarray(self.data.model_voxels(trials))
+
         self.arrays = replicate({
             "images_only": {"image": to_model_images(stage1_images, size)},
-            "paired": {"image": to_model_images(self.data.fit.images, size), "voxels": jnp.asarray(self.data.fit.voxels)},
-            "val": {"image": to_model_images(self.data.val.images, size), "voxels": jnp.asarray(self.data.val.voxels)},
-            "test": {"image": to_model_images(self.data.test.images, size), "voxels": jnp.asarray(self.data.test.voxels)},
+            "paired": {"image": to_model_images(self.data.fit.images, size), "voxels": model_voxels(self.data.fit)},
+            "val": {"image": to_model_images(self.data.val.images, size), "voxels": model_voxels(self.data.val)},
+            "test": {"image": to_model_images(self.data.test.images, size), "voxels": model_voxels(self.data.test)},
         }, self.mesh)
         self.keys = place_members(member_keys(self.config), self.mesh)
-        self.states = place_members(create_members(self.config, dataset.n_voxels, self.keys), self.mesh)
+        self.states = place_members(create_members(self.config, len(self.data.voxel_selection), self.keys), self.mesh)
         self.epoch_runners = {
-            s.number: EpochRunner(self.config, s, len(self.arrays["paired" if s.paired else "images_only"]["image"]))
+            s.number: EpochRunner(self.config, s, len(self.arrays["paired" if s.paired else "images_only"]["image"]), self.mesh)
             for s in STAGES
         }
         each_member = {"in_axes": (0, None, 0)}
@@ -247,11 +260,12 @@ class Trainer:
         return "\n".join([
             f"data     {self.dataset.summary()}",
             f"split    fit {len(data.fit)} / val {len(data.val)} / test {len(data.test)} trials "
-            f"(+{extra} image-only for stage I); voxels z-scored with fit-trial statistics",
+            f"(+{extra} image-only for stage I); voxels z-scored with fit-trial statistics, the cognitive "
+            f"encoder reads {len(data.voxel_selection)} of {self.dataset.n_voxels}",
             f"model    preset {cfg.preset}: {cfg.model.image_size}x{cfg.model.image_size} images, "
             f"latent {cfg.model.latent_dim}, batch {cfg.train.batch_size}, epochs I/II/III {cfg.train.epochs}",
             f"members  {cfg.train.ensemble} (seeds {cfg.train.seed}..{cfg.train.seed + cfg.train.ensemble - 1}) "
-            f"on {self.mesh.size} of {jax.device_count()} device(s): {', '.join(str(d) for d in jax.devices())}",
+            f"{describe(self.mesh, cfg.train.batch_size)}: {', '.join(str(d) for d in jax.devices())}",
             f"run      {self.paths.root}",
         ])
 
@@ -260,7 +274,9 @@ class Trainer:
     def checkpoint_arrays(self) -> dict[str, Any]:
         """The arrays a checkpoint holds: every train state, the voxel scaler and the base RNG key."""
         scaler = self.data.scaler
-        return checkpoint_tree(self.states, jnp.asarray(scaler.mean), jnp.asarray(scaler.std), self.keys)
+        # Orbax saves collectively from every process: each array must be a global one on the mesh.
+        mean, std = replicate((jnp.asarray(scaler.mean), jnp.asarray(scaler.std)), self.mesh)
+        return checkpoint_tree(self.states, mean, std, self.keys)
 
     def checkpoint_meta(self, stage: Stage, epoch_in_stage: int) -> dict[str, Any]:
         """The JSON half of a checkpoint."""
@@ -274,6 +290,7 @@ class Trainer:
                 "fit": self.data.fit.indices.tolist(),
                 "val": self.data.val.indices.tolist(),
                 "test": self.data.test.indices.tolist(),
+                "voxels": self.data.voxel_selection.tolist(),
             },
             "vaegan_jax": vaegan_jax.__version__,
         }
@@ -296,7 +313,7 @@ class Trainer:
         """Each member's deterministic reconstructions of a split (member, trial, H, W), in [0, 1]."""
         arrays = self.arrays[split]
         inputs = arrays["voxels"] if path == "fmri" else arrays["image"]
-        images = self.reconstruct[path](self.states, inputs, self.keys)
+        images = fetch(self.reconstruct[path](self.states, inputs, self.keys))
         return np.stack([to_native_images(member, self.dataset.image_size) for member in images])
 
     def reconstructions(self, split: str, path: str) -> np.ndarray:
@@ -327,8 +344,8 @@ class Trainer:
             return None
         step = self.epochs_done
         keys = jax.vmap(lambda key: jax.random.fold_in(key, 10_000 + step))(self.keys)
-        for name, value in self.eval_loss_fns[stage.number](self.states, self.arrays["val"], keys).items():
-            writer.add_scalar(f"{stage.name}/val/{name}", float(jnp.mean(value)), step)
+        for name, value in fetch(self.eval_loss_fns[stage.number](self.states, self.arrays["val"], keys)).items():
+            writer.add_scalar(f"{stage.name}/val/{name}", float(np.mean(value)), step)
         values = self.split_metrics("val")
         for name, value in values.items():
             writer.add_scalar(f"{stage.name}/val/{name}", value, step)
@@ -374,8 +391,9 @@ class Trainer:
             return
         data = self.arrays["paired" if stage.paired else "images_only"]
         if start == 0 and "cognitive_encoder" in stage.learners and self.config.train.cognitive_init == "ridge":
+            states, voxels, images = fetch((self.states, data["voxels"], data["image"]))
             self.states = place_members(stack_members([
-                ridge_initialised_cognitive_encoder(self.config, take_member(self.states, k), data["voxels"], data["image"])
+                ridge_initialised_cognitive_encoder(self.config, take_member(states, k), voxels, images)
                 for k in range(self.config.train.ensemble)
             ]), self.mesh)
         train = self.config.train
@@ -384,7 +402,9 @@ class Trainer:
         for epoch in bar:
             epoch_keys = jax.vmap(lambda key: jax.random.fold_in(jax.random.fold_in(key, stage.number), epoch))(self.keys)
             states, metrics = self.epoch_runners[stage.number](self.states, data, epoch_keys)
-            metrics = jax.device_get(metrics)
+            metrics = fetch(metrics)
+            # A signal may reach the processes in different epochs; they must stop after the same one.
+            stop = any_process(self.interrupt.is_set())
             problem = self._check_finite(stage, epoch + 1, metrics)
             if problem is not None:
                 bar.close()
@@ -394,7 +414,7 @@ class Trainer:
             self.epochs_done += 1
             means = self._log_epoch(stage, metrics, writer)
             bar.set_postfix({k.split("/")[1][:5]: f"{v:.3g}" for k, v in means.items() if k.startswith("loss/")})
-            evaluate = epoch + 1 == total or (epoch + 1) % train.eval_every == 0 or self.interrupt.is_set()
+            evaluate = epoch + 1 == total or (epoch + 1) % train.eval_every == 0 or stop
             if evaluate or (epoch + 1) % train.checkpoint_every == 0:
                 score = self.validate(stage, writer) if evaluate else None
                 store.save(self.epochs_done, self.checkpoint_arrays(), self.checkpoint_meta(stage, epoch + 1), score)
@@ -403,7 +423,7 @@ class Trainer:
                     self.log(f"{stage.name} epoch {epoch + 1}/{total}: "
                              + ", ".join(f"{k} {v:.4g}" for k, v in means.items() if k.startswith("loss/"))
                              + ("" if score is None else f", val PCC (fMRI) {score:.4f}"))
-            if self.interrupt.is_set():
+            if stop:
                 bar.close()
                 store.wait()
                 raise Interrupted(
@@ -440,7 +460,7 @@ class Trainer:
         """Run every remaining stage; return the final validation and test metrics of the best checkpoint."""
         store = CheckpointStore(self.paths.checkpoints)
         try:
-            with SummaryWriter(str(self.paths.tensorboard)) as writer:
+            with SummaryWriter(str(self.paths.tensorboard), write_to_disk=is_main_process()) as writer:
                 for stage in STAGES:
                     stage_end = self.offsets[stage.number - 1] + self.config.train.epochs[stage.number - 1]
                     if self.epochs_done < stage_end:
@@ -476,9 +496,10 @@ class Trainer:
             [self.data.test.images, self.reconstructions("test", "fmri"), self.reconstructions("test", "image")],
             ["stimulus", "fMRI path", "image path"],
         )
-        save_png(self.paths.grid, grid)
         writer.add_image("final/test_reconstructions", grid[..., None], self.epochs_done, dataformats="HWC")
-        write_json(self.paths.metrics, report)
+        if is_main_process():
+            save_png(self.paths.grid, grid)
+            write_json(self.paths.metrics, report)
         return report
 
 
@@ -493,7 +514,11 @@ def run_training(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> tuple[RunPaths, dict[str, Any]]:
-    """Train in run folder `out` (continuing it with `resume`); return its paths and the final report."""
+    """Train in run folder `out` (continuing it with `resume`); return its paths and the final report.
+
+    With several processes every one calls this alike; only process 0 writes files and logs.
+    """
+    log = log if is_main_process() else _silent
     paths = open_run_folder(out, resume, overwrite)
     if resume:
         saved = read_saved_config(paths)
@@ -508,12 +533,14 @@ def run_training(
         trainer.resume()
         previous = json.loads(paths.run_info.read_text()) if paths.run_info.exists() else {}
         resumed = {key: value for key, value in info.items() if key not in ("data", "preset")}
-        write_json(paths.run_info, {**previous, "resumed": [*previous.get("resumed", []), resumed]})
-    else:
+        if is_main_process():
+            write_json(paths.run_info, {**previous, "resumed": [*previous.get("resumed", []), resumed]})
+    elif is_main_process():
         if overwrite:
             shutil.rmtree(paths.root)
             paths.root.mkdir()
         write_json(paths.config, config_lib.to_dict(trainer.config))
         write_json(paths.run_info, info)
+    barrier("run folder ready")
     log(trainer.summary())
     return paths, trainer.train()

@@ -1,4 +1,4 @@
-"""From a Dataset to model-ready arrays: the fit/validation split, voxel z-scoring, image resizing."""
+"""From a Dataset to model-ready arrays: the fit/validation split, voxel z-scoring and selection, image resizing."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ class PreparedData:
     """The splits a run uses, voxels z-scored with statistics of the fit trials only.
 
     fit: trials the networks learn from; val: trials carved from the training split for model selection;
-    test: the standard test split, used only for the final report.
+    test: the standard test split, used only for the final report. Every split keeps all its voxels (the
+    baselines read them all); `voxel_selection` names those the cognitive encoder reads.
     """
 
     fit: Trials
@@ -24,18 +25,54 @@ class PreparedData:
     test: Trials
     extra_images: np.ndarray | None
     scaler: VoxelScaler
+    voxel_selection: np.ndarray
+
+    def model_voxels(self, trials: Trials) -> np.ndarray:
+        """The z-scored voxels of `trials` that the cognitive encoder reads."""
+        return trials.voxels[:, self.voxel_selection]
 
 
-def prepare(dataset: Dataset, val_trials: int, seed: int) -> PreparedData:
-    """Carve the validation split and z-score every split's voxels with the fit trials' statistics."""
+def selection_size(n_voxels: int, n: int) -> int:
+    """How many voxels a selection of n keeps out of n_voxels (all when n is 0 or at least n_voxels)."""
+    return n_voxels if n == 0 else min(n, n_voxels)
+
+
+def select_voxels(voxels: np.ndarray, images: np.ndarray, n: int) -> np.ndarray:
+    """Ascending indices of the voxels most correlated (in absolute value) with some pixel, `selection_size` of them.
+
+    With 80-odd trials and thousands of voxels, most of them outside the stimulus' retinotopic footprint
+    or drowned in noise, every decoder's ridge spends its penalty on them; a selection made on the fit
+    trials alone keeps validation and test honest.
+    """
+    n_voxels = voxels.shape[1]
+    n = selection_size(n_voxels, n)
+    if n == n_voxels:
+        return np.arange(n_voxels)
+    pixels = images.reshape(len(images), -1).astype(np.float64)
+
+    def standardized(x: np.ndarray) -> np.ndarray:
+        centred = x - x.mean(axis=0)
+        std = centred.std(axis=0)
+        # Constant voxels and pixels (a blank border) correlate with nothing.
+        return np.divide(centred, std, out=np.zeros_like(centred), where=std > 0)
+
+    correlation = standardized(voxels.astype(np.float64)).T @ standardized(pixels) / len(voxels)
+    strongest = np.abs(correlation).max(axis=1)
+    return np.sort(np.argsort(-strongest, kind="stable")[:n])
+
+
+def prepare(dataset: Dataset, val_trials: int, seed: int, selected_voxels: int = 0) -> PreparedData:
+    """Carve the validation split, z-score every split's voxels and select voxels, with the fit trials' statistics."""
     fit, val = carve_validation(dataset.train, val_trials, seed)
     scaler = VoxelScaler.fit(fit.voxels)
+    fit = fit.with_voxels(scaler.transform(fit.voxels))
     return PreparedData(
-        fit=fit.with_voxels(scaler.transform(fit.voxels)),
+        fit=fit,
         val=val.with_voxels(scaler.transform(val.voxels)),
         test=dataset.test.with_voxels(scaler.transform(dataset.test.voxels)),
         extra_images=dataset.extra_images,
         scaler=scaler,
+        voxel_selection=select_voxels(fit.voxels, fit.images, selected_voxels),
     )
 
 
