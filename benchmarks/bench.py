@@ -166,9 +166,11 @@ class StageBench:
         self.order, self.chunk_keys = order[:, : self.chunk], keys[:, : self.chunk]
         self.chunk_states: States = _copy(self.trainer_states)
         start = time.perf_counter()
-        self.chunk_compiled = self.runner.run_chunk.lower(
-            self.chunk_states, self.data, self.order, self.chunk_keys
-        ).compile()
+        # The chunk's batches are laid out on the run's mesh, which tracing reads from the context.
+        with jax.set_mesh(self.runner.mesh):
+            self.chunk_compiled = self.runner.run_chunk.lower(
+                self.chunk_states, self.data, self.order, self.chunk_keys
+            ).compile()
         seconds = time.perf_counter() - start
         _timed(self._chunk_call)  # warm-up
         return seconds

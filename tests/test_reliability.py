@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import hashlib
 import importlib.util
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from vaegan_jax import cli, training
@@ -289,6 +291,30 @@ def test_a_full_disk_is_refused_before_anything_is_written(
     run = tmp_path / "run"
     refuse([*TINY_ARGS, "--data", str(data_file), "--out", str(run)], one_line_error, "MiB free", "checkpoints need")
     assert list(run.iterdir()) == []
+
+
+def test_a_disk_that_fills_during_training_is_one_line_and_keeps_the_saved_checkpoints(
+    data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_line_error: Callable[[], str]
+) -> None:
+    real_save = ocp.CheckpointManager.save
+
+    def save_until_full(manager: ocp.CheckpointManager, step: int, *args, **kwargs) -> bool:
+        if step >= 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(manager, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save_until_full)
+    run = tmp_path / "run"
+    assert train_main([*TINY_ARGS, "--data", str(data_file), "--out", str(run)]) == cli.EXIT_BAD_INPUT
+    message = one_line_error()
+    assert "cannot write checkpoint (OSError: [Errno 28] No space left on device)" in message
+    assert message.endswith(f"the last complete one is {RunPaths(run).checkpoints / '2'}")
+    monkeypatch.undo()
+    assert committed_steps(run)[-1] == 2
+    assert CheckpointStore(RunPaths(run).checkpoints, read_only=True).read_meta(2)["stage"] == 1
+    # With room again, the run continues from there.
+    assert train_main(["--resume", "--out", str(run), "--data", str(data_file), "--no-progress"]) == 0
+    assert committed_steps(run)[-1] == 5 and RunPaths(run).metrics.exists()
 
 
 @pytest.mark.parametrize("damage", ["truncated state", "foreign step folder", "foreign metadata", "no config"])

@@ -123,3 +123,18 @@ def test_initial_states_depend_only_on_the_key(setup: Setup, dataset: Dataset) -
                    if jax.tree_util.keystr(path).endswith("['kernel']")]
         others = {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(other[name].params)}
         assert all(not np.array_equal(leaf, others[jax.tree_util.keystr(path)]) for path, leaf in kernels), name
+
+
+def test_non_finite_batchnorm_statistics_are_caught_though_the_losses_stay_finite(trained: Trainer) -> None:
+    # Learners normalise with batch statistics, so a NaN running mean leaves every loss finite; only the
+    # epoch's finiteness check can tell that the network would reconstruct NaN at evaluation.
+    stage = STAGES[0]
+    poisoned = copy_states(trained.states)
+    generator = poisoned["generator"]
+    stats = jax.tree.map(lambda x: x.at[...].set(jnp.nan), generator.batch_stats)
+    poisoned["generator"] = generator.replace(batch_stats=stats)
+    _, metrics = trained.epoch_runners[stage.number](poisoned, trained.arrays["images_only"], jax.random.split(jax.random.key(5), 1))
+    assert np.all(np.isfinite(metrics["loss/generator"]))
+    assert not bool(metrics["finite/generator"][0]) and bool(metrics["finite/discriminator"][0])
+    problem = trained._check_finite(stage, 1, jax.device_get(metrics))
+    assert problem == "stage1 epoch 1: non-finite parameters or BatchNorm statistics of generator"

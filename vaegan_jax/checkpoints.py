@@ -77,17 +77,31 @@ class CheckpointStore:
         """Save arrays and metadata as checkpoint `step` (asynchronously; `wait` finishes it)."""
         meta = {**meta, "format_version": FORMAT_VERSION, "val_score": NO_SCORE if val_score is None else val_score}
         self.wait()
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
-            metrics={"val_score": meta["val_score"]},
-            force=True,
-        )
+        try:
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
+                metrics={"val_score": meta["val_score"]},
+                force=True,
+            )
+        except Exception as err:  # a full disk surfaces as OSError or as orbax's wrapping of it
+            raise self._write_error(err) from None
 
     def wait(self) -> None:
         """Block until pending saves are on disk and the checkpoints they replace are deleted."""
-        self._manager.wait_until_finished()
+        try:
+            self._manager.wait_until_finished()
+        except Exception as err:  # the background save's failure is re-raised here
+            raise self._write_error(err) from None
         self._purge_pruned()
+
+    def _write_error(self, err: Exception) -> CheckpointError:
+        """A one-line error for a save that failed; the checkpoints committed before it stay usable."""
+        kept = self.steps()
+        return CheckpointError(
+            f"{self.directory}: cannot write checkpoint ({_short(err)}); "
+            + (f"the last complete one is {self.directory / str(kept[-1])}" if kept else "no complete checkpoint")
+        )
 
     def close(self) -> None:
         """Finish pending saves and release the manager."""

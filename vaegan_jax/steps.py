@@ -244,7 +244,8 @@ class EpochRunner:
     Each scan is one compiled call with the states donated; the epoch needs at most two programs (full
     chunks and the remainder), compiled in the first epoch and reused after. States carry a leading member
     axis; returns the new states and per-step metrics (axes: member, step), so a non-finite loss can be
-    traced to its member and step. `mesh` defaults to the config's `training_mesh`.
+    traced to its member and step. `mesh` defaults to the config's `training_mesh`; `run_chunk` traces only
+    under `jax.set_mesh(self.mesh)`, which `__call__` provides.
     """
 
     def __init__(self, config: Config, stage: Stage, n_examples: int, mesh: jax.sharding.Mesh | None = None) -> None:
@@ -267,7 +268,9 @@ class EpochRunner:
         def summary(states: States) -> Metrics:
             norms = {f"param_norm/{n}": optax.tree.norm(states[n].params) for n in stage.learners}
             finite = {
-                f"finite/{n}": jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(states[n].params)]))
+                f"finite/{n}": jnp.all(jnp.stack([
+                    jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves((states[n].params, states[n].batch_stats))
+                ]))
                 for n in stage.learners
             }
             return {**norms, **finite}

@@ -380,7 +380,7 @@ class Trainer:
                     return f"{where}, step {step + 1} of {n_steps}: non-finite loss of {', '.join(bad)}"
             broken = [learner for learner in stage.learners if not bool(metrics[f"finite/{learner}"][k])]
             if broken:
-                return f"{where}: non-finite parameters of {', '.join(broken)}"
+                return f"{where}: non-finite parameters or BatchNorm statistics of {', '.join(broken)}"
         return None
 
     def run_stage(self, stage: Stage, store: CheckpointStore, writer: SummaryWriter) -> None:
