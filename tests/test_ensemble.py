@@ -36,6 +36,9 @@ BATCH = ["--batch-size", "8"]
 STEP_DISTANCE = 1e-5
 RUN_DISTANCE = 0.1
 OTHER_SEED_DISTANCE = 0.3
+# The same program laid out on other devices or processes differs only in the order of its reductions: a
+# whole tiny run lands within a relative 4e-7 to 8e-7 of one device's (measured for 1x4, 2x2 and 2 processes).
+SHARDED_DISTANCE = 1e-4
 
 
 def _relative_distance(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -70,14 +73,12 @@ def _run_args(data_file: Path, out: Path, seed: int, ensemble: int = 1) -> list[
 
 def _assert_same_members(run: Path, reference: Path, n_members: int) -> None:
     """Each member's weights as in the reference run, and the same final report."""
-    # Split runs differ from one device only in the order of reductions: measured at ~1e-6, kept to the
-    # margin the ensemble comparisons use.
     for k in range(n_members):
         worst = _worst_distance(_run_weights(run, k), _run_weights(reference, k))
-        assert worst[1] < RUN_DISTANCE, (k, worst)
+        assert worst[1] < SHARDED_DISTANCE, (k, worst)
     report, expected = (json.loads((r / "metrics.json").read_text()) for r in (run, reference))
     assert report["checkpoint_step"] == expected["checkpoint_step"]
-    np.testing.assert_allclose(report["test"]["pcc_fmri"], expected["test"]["pcc_fmri"], atol=0.05)
+    np.testing.assert_allclose(report["test"]["pcc_fmri"], expected["test"]["pcc_fmri"], atol=1e-4)
 
 
 @pytest.fixture(scope="module")
