@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         pooled = {t: np.zeros(images.shape, np.float32) for t in temperatures}
         for held_out in folds:
             train = np.setdiff1d(np.arange(len(trials)), held_out)
-            for t, rec in fold_reconstructions(checkpoint, voxels, images, train, held_out, n_voxels, temperatures).items():
+            folds_out = fold_reconstructions(checkpoint, voxels, images, train, held_out, n_voxels, temperatures)
+            for t, rec in folds_out.items():
                 pooled[t][held_out] = rec
         for t in temperatures:
             scores = metrics.reconstruction_metrics(images, pooled[t])

@@ -4,8 +4,9 @@ For each seed it runs, in fresh processes, exactly what a user would:
     python train.py --seed S --out OUT/seedS [TRAIN_ARGS...]
     python eval.py --ckpt OUT/seedS --baselines ridge,mean,latent-ridge
     python eval.py --ckpt OUT/seedS --baselines ridge,latent-ridge --baseline-voxels selected
-(the second only when the run selects voxels: the baselines again, reading the model's voxels) and prints a Markdown table of the test figures, mean ± sd (ddof 1) over the seeds of each run's mean
-over trials, with the per-seed PCCs and the wall time of each training run. Runs already finished in OUT
+(the second only when the run selects voxels: the baselines again, reading the model's voxels) and prints
+a Markdown table of the test figures, mean ± sd (ddof 1) over the seeds of each run's mean over trials,
+with the per-seed PCCs and the wall time of each training run. Runs already finished in OUT
 are reused (their eval report too), so an interrupted table can be completed.
 
     .venv/bin/python benchmarks/results.py --out results

@@ -26,8 +26,9 @@ Files of the report folder:
                     the order of every per-image list), resolution: [H, W], data_range: [0.0, 1.0],
                     ssim_windows: {measure: description}, n_ways: [n...] (those <= n_trials),
                     identification: description, aggregate: description, n_boot, bootstrap_seed,
-                    voxels: description (how many the model read, what the baselines read), baselines_fitted_on: {split: "train", n_trials, n_extra_images:
-                    image-only extras a baseline may use, as many as the model's stage I had}}
+                    voxels: description (how many the model read, what the baselines read),
+                    baselines_fitted_on: {split: "train", n_trials, n_extra_images: image-only extras a
+                    baseline may use, as many as the model's stage I had}}
       measures     [names in table order]: pcc, mse, ssim, ssim_gaussian11, ident_<n>way for each n in n_ways
       methods      {name: {kind: "model" | "baseline", decoder: description, fitted: {name_: number} (a
                     baseline's fitted scalars, e.g. ridge alpha_), aggregate: {measure: {mean, sd,
