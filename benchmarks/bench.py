@@ -55,6 +55,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from vaegan_jax import config as config_lib  # noqa: E402
 from vaegan_jax.data import load_synthetic  # noqa: E402
+from vaegan_jax.errors import ConfigError  # noqa: E402
 from vaegan_jax.steps import STAGES, States, make_train_step, take_member  # noqa: E402
 from vaegan_jax.training import RunPaths, Trainer  # noqa: E402
 
@@ -184,17 +185,20 @@ class StageBench:
         return [_timed(self._chunk_call) / self.chunk for _ in range(reps)]
 
 
-def make_trainer(preset: str, dataset: Any, workdir: Path, ensemble: int = 1) -> Trainer:
-    """A Trainer of the preset (with `ensemble` members) on the data; it writes nothing until it trains."""
-    config = config_lib.override(config_lib.preset(preset), [f"train.ensemble={ensemble}"])
+def make_trainer(preset: str, dataset: Any, workdir: Path, ensemble: int = 1, overrides: tuple[str, ...] = ()) -> Trainer:
+    """A Trainer of the preset (with `ensemble` members and the `--set` overrides) on the data; it writes
+    nothing until it trains."""
+    config = config_lib.override(config_lib.preset(preset), [*overrides, f"train.ensemble={ensemble}"])
     return Trainer(config, dataset, RunPaths(workdir / f"{preset}-{ensemble}"), progress=False)
 
 
-def ensemble_cost(preset: str, members: int, stages: list[int], dataset: Any, workdir: Path, reps: int) -> dict[str, Any]:
+def ensemble_cost(
+    preset: str, members: int, stages: list[int], dataset: Any, workdir: Path, reps: int, overrides: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Per-step time of an epoch chunk with `members` members against one model, stage by stage, alternated."""
     result = {"preset": preset, "members": members, "stages": {}}
     for number in stages:
-        benches = [StageBench(make_trainer(preset, dataset, workdir, k), number) for k in (1, members)]
+        benches = [StageBench(make_trainer(preset, dataset, workdir, k, overrides), number) for k in (1, members)]
         for bench in benches:
             bench.compile_chunk()
         samples: list[list[float]] = [[], []]
@@ -284,15 +288,15 @@ def _fmt(value: float | None, spec: str) -> str:
 def table(rows: list[Row]) -> str:
     """The measurements as a fixed-width text table."""
     head = (f"{'preset':<7}{'stage':>6}{'batch':>6}{'size':>5}{'compile s':>10}{'step ms':>10}"
-            f"{'K':>3}{'epoch ms':>10}{'chunk s':>9}{'GFLOP':>8}{'GFLOP/s':>9}{'matmul':>8}{'%mm':>6}"
+            f"{'K':>5}{'epoch ms':>10}{'chunk s':>9}{'GFLOP':>8}{'GFLOP/s':>9}{'matmul':>10}{'%mm':>6}"
             f"{'%mm ep':>7}{'XLA MiB':>9}{'peak MiB':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{r.preset:<7}{r.stage:>6}{r.batch:>6}{r.image_size:>5}{r.compile_s:>10.1f}{r.step_ms:>10.1f}"
-            f"{_fmt(r.chunk, 'd'):>3}{_fmt(r.epoch_ms, '.1f'):>10}{_fmt(r.epoch_compile_s, '.1f'):>9}"
-            f"{r.flops / 1e9:>8.1f}{r.gflops_per_s:>9.1f}{r.matmul_gflops_per_s:>8.1f}"
-            f"{100 * r.matmul_fraction:>6.0f}{_fmt(None if r.epoch_matmul_fraction is None else 100 * r.epoch_matmul_fraction, '.0f'):>7}"
+            f"{_fmt(r.chunk, 'd'):>5}{_fmt(r.epoch_ms, '.1f'):>10}{_fmt(r.epoch_compile_s, '.1f'):>9}"
+            f"{r.flops / 1e9:>8.1f}{r.gflops_per_s:>9.1f}{r.matmul_gflops_per_s:>10.1f}"
+            f"{100 * r.matmul_fraction:>6.1f}{_fmt(None if r.epoch_matmul_fraction is None else 100 * r.epoch_matmul_fraction, '.1f'):>7}"
             f"{r.xla_mib:>9.0f}{r.peak_mib:>9.0f}"
         )
     return "\n".join(lines)
@@ -316,6 +320,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ensemble", type=int, default=4, metavar="K",
                    help="also time an epoch chunk of K members against one model (0: skip)")
     p.add_argument("--ensemble-preset", default="fast", help="preset of the ensemble timing")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field of every preset, e.g. --set model.compute_dtype=bfloat16 "
+                        "(repeatable)")
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args(argv)
     if args.quick:
@@ -324,8 +331,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.presets = [s for s in args.presets.split(",") if s]
     args.stages = [int(s) for s in args.stages.split(",") if s]
     args.epoch_stages = [1, 2, 3] if args.epoch_stages == "all" else [int(s) for s in args.epoch_stages.split(",") if s]
+    args.overrides = tuple(args.overrides)
     for name in args.presets:
-        config_lib.preset(name)
+        try:
+            config_lib.override(config_lib.preset(name), list(args.overrides))
+        except ConfigError as err:
+            p.error(str(err))
     if args.peer and not args.peer_script.exists():
         p.error(f"--peer-script {args.peer_script} does not exist")
     return args
@@ -344,13 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     # The peer suffers far more than XLA from other processes on the cores: record how busy the machine was.
     load_start = os.getloadavg()
     print(f"device {jax.devices()[0]}  backend {jax.default_backend()}  jax {jax.__version__}  "
-          f"load average {load_start[0]:.2f}", flush=True)
+          f"load average {load_start[0]:.2f}" + "".join(f"  --set {o}" for o in args.overrides), flush=True)
     print("\n".join(table([]).splitlines()[:1]), flush=True)
     rows: list[Row] = []
     comparison = None
     with tempfile.TemporaryDirectory() as workdir:
         for name in presets:
-            trainer = make_trainer(name, dataset, Path(workdir))
+            trainer = make_trainer(name, dataset, Path(workdir), overrides=args.overrides)
             stages = list(args.stages)
             if args.peer and name == PEER_PRESET and PEER_STAGE not in stages:
                 stages.insert(0, PEER_STAGE)
@@ -366,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(table([row]).splitlines()[-1], flush=True)
                 del bench  # frees its two copies of the states before the next stage compiles
             del trainer
-        ensemble = (ensemble_cost(args.ensemble_preset, args.ensemble, args.stages, dataset, Path(workdir), args.steps)
+        ensemble = (ensemble_cost(args.ensemble_preset, args.ensemble, args.stages, dataset, Path(workdir), args.steps,
+                                 args.overrides)
                     if args.ensemble > 1 else None)
     load_end = os.getloadavg()
     print(f"\nload average at the end {load_end[0]:.2f}")
