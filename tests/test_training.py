@@ -112,6 +112,27 @@ def test_checkpoints_and_validations_follow_their_own_schedules(tiny_config: Con
     assert ["val PCC" in line for line in saved] == [False, True, True]
 
 
+def test_a_validation_is_saved_only_when_it_is_a_new_best(tiny_config: Config, dataset: Dataset, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    config = config_lib.override(tiny_config, ["train.epochs=0,5,0", "train.eval_every=1", "train.checkpoint_every=4"])
+    scores = iter([0.2, 0.1, 0.3, 0.28, 0.25])
+    monkeypatch.setattr(Trainer, "validate", lambda self, stage, writer: next(scores))
+    saved: list[tuple[int, float | None]] = []
+    save = CheckpointStore.save
+
+    def recording_save(store: CheckpointStore, step: int, arrays, meta, val_score: float | None) -> None:
+        saved.append((step, val_score))
+        save(store, step, arrays, meta, val_score)
+
+    monkeypatch.setattr(CheckpointStore, "save", recording_save)
+    paths = RunPaths(tmp_path / "run")
+    paths.root.mkdir()
+    report = Trainer(config, dataset, paths, progress=False, log=lambda line: None).train()
+    # New bests (epochs 1 and 3), the checkpoint schedule (4) and the stage's end (5); epoch 2 fell back.
+    assert saved == [(1, 0.2), (3, 0.3), (4, 0.28), (5, 0.25)]
+    assert report["checkpoint_step"] == 3
+
+
 def test_train_py_writes_a_complete_run_folder(train_py_run: tuple[Path, subprocess.CompletedProcess]) -> None:
     out, done = train_py_run
     assert done.returncode == 0, done.stderr

@@ -123,14 +123,21 @@ class CheckpointStore:
         """The newest completed checkpoint, or None."""
         return self._manager.latest_step()
 
+    def _scored_steps(self) -> list[tuple[float, int]]:
+        """(validation score, step) of every completed checkpoint, oldest first; NO_SCORE where none."""
+        return [(self.read_meta(s).get("val_score", NO_SCORE), s) for s in self.steps()]
+
     def best_step(self) -> int | None:
         """The checkpoint with the highest validation score, or the latest if none has a score."""
-        steps = self.steps()
-        if not steps:
+        scored = self._scored_steps()
+        if not scored:
             return None
-        scored = [(self.read_meta(s).get("val_score", NO_SCORE), s) for s in steps]
         best_score, best = max(scored)
-        return best if best_score > NO_SCORE else steps[-1]
+        return best if best_score > NO_SCORE else scored[-1][1]
+
+    def best_score(self) -> float | None:
+        """The highest validation score among the completed checkpoints, or None if none has one."""
+        return max((score for score, _ in self._scored_steps() if score > NO_SCORE), default=None)
 
     def read_meta(self, step: int) -> dict[str, Any]:
         """The JSON metadata of checkpoint `step`, validated for this code's format."""
