@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from vaegan_jax import cli, training
-from vaegan_jax.checkpoints import PRUNED, CheckpointStore
+from vaegan_jax.checkpoints import PRUNED, CheckpointStore, _short
 from vaegan_jax.data import Dataset
 from vaegan_jax.training import RunPaths, Trainer
 
@@ -355,3 +355,11 @@ def test_resume_refuses_a_damaged_config_and_other_data(
     RunPaths(earlier_run).config.write_text('{"train": {"epochs": ')
     refuse([*TINY_ARGS, "--data", str(other_data), "--out", str(earlier_run), "--resume"], one_line_error,
            "unreadable run configuration")
+
+
+def test_a_wrapped_error_is_reported_by_its_root_cause() -> None:
+    cause = ValueError('FAILED_PRECONDITION: Error reading "scaler.mean/0": Truncated stream\nmore detail')
+    with pytest.raises(Exception) as wrapped:
+        raise Exception("Encountered error while reading array index: <bound method spec of TensorStore({") from cause
+    assert _short(wrapped.value) == 'ValueError: FAILED_PRECONDITION: Error reading "scaler.mean/0": Truncated stream'
+    assert _short(OSError(28, "No space left on device")) == "OSError: [Errno 28] No space left on device"

@@ -170,7 +170,13 @@ def _val_score(metrics: dict[str, float]) -> float:
     return metrics["val_score"]
 
 
-def _short(err: Exception) -> str:
-    """The first line of an exception's message, for one-line errors."""
+def _short(err: BaseException) -> str:
+    """The first line of the message of the exception's root cause, for one-line errors.
+
+    orbax wraps tensorstore's precise error ('Error reading "x" in OCDBT database ...: Truncated stream') in
+    one whose first line ends in the repr of a bound method; the cause it was raised from says what broke.
+    """
+    while err.__cause__ is not None:
+        err = err.__cause__
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__

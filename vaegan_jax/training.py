@@ -309,26 +309,15 @@ class Trainer:
 
     # -- evaluation ------------------------------------------------------------------------------
 
-    def member_reconstructions(self, split: str, path: str) -> np.ndarray:
-        """Each member's deterministic reconstructions of a split (member, trial, H, W), in [0, 1]."""
+    def member_reconstructions(self, split: str) -> dict[str, np.ndarray]:
+        """Each member's deterministic reconstructions of a split by both paths: path -> (member, trial, H, W),
+        in [0, 1]. The model's own reconstruction is their average over members."""
         arrays = self.arrays[split]
-        inputs = arrays["voxels"] if path == "fmri" else arrays["image"]
-        images = fetch(self.reconstruct[path](self.states, inputs, self.keys))
-        return np.stack([to_native_images(member, self.dataset.image_size) for member in images])
-
-    def reconstructions(self, split: str, path: str) -> np.ndarray:
-        """The model's reconstructions of a split: the average of its members' (trial, H, W), in [0, 1]."""
-        return self.member_reconstructions(split, path).mean(axis=0)
-
-    def split_metrics(self, split: str) -> dict[str, float]:
-        """Mean PCC, MSE, SSIM and 2-way identification of both paths of the (ensemble) model on a split."""
-        return self._path_metrics(split, {path: self.reconstructions(split, path) for path in ("fmri", "image")})
-
-    def member_metrics(self, split: str) -> list[dict[str, float]]:
-        """`split_metrics` of each member alone."""
-        per_path = {path: self.member_reconstructions(split, path) for path in ("fmri", "image")}
-        return [self._path_metrics(split, {path: images[k] for path, images in per_path.items()})
-                for k in range(self.config.train.ensemble)]
+        return {
+            path: np.stack([to_native_images(member, self.dataset.image_size) for member in
+                            fetch(self.reconstruct[path](self.states, arrays[source], self.keys))])
+            for path, source in (("fmri", "voxels"), ("image", "image"))
+        }
 
     def _path_metrics(self, split: str, reconstructions: dict[str, np.ndarray]) -> dict[str, float]:
         trials = getattr(self.data, split)
@@ -346,12 +335,12 @@ class Trainer:
         keys = jax.vmap(lambda key: jax.random.fold_in(key, 10_000 + step))(self.keys)
         for name, value in fetch(self.eval_loss_fns[stage.number](self.states, self.arrays["val"], keys)).items():
             writer.add_scalar(f"{stage.name}/val/{name}", float(np.mean(value)), step)
-        values = self.split_metrics("val")
+        model = {path: members.mean(axis=0) for path, members in self.member_reconstructions("val").items()}
+        values = self._path_metrics("val", model)
         for name, value in values.items():
             writer.add_scalar(f"{stage.name}/val/{name}", value, step)
         grid = labelled_grid(
-            [self.data.val.images, self.reconstructions("val", "image"), self.reconstructions("val", "fmri")],
-            ["stimulus", "image path", "fMRI path"],
+            [self.data.val.images, model["image"], model["fmri"]], ["stimulus", "image path", "fMRI path"]
         )
         writer.add_image(f"{stage.name}/val/reconstructions", grid[..., None], step, dataformats="HWC")
         # Stage I has not trained the fMRI path yet: its checkpoints are not candidates for "best".
@@ -488,22 +477,34 @@ class Trainer:
             stage, epoch = meta["stage"], meta["epoch_in_stage"]
         else:
             stage, epoch = 0, 0
+        splits = [split for split in ("val", "test") if len(getattr(self.data, split))]
+        members = {split: self.member_reconstructions(split) for split in splits}
+
+        def split_metrics(split: str, pick: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
+            """Metrics of the images `pick` takes from each path's (member, trial, H, W) reconstructions."""
+            if split not in members:
+                return {}
+            return self._path_metrics(split, {path: pick(images) for path, images in members[split].items()})
+
+        def average(images: np.ndarray) -> np.ndarray:
+            return images.mean(axis=0)
+
         report = {
             "checkpoint_step": best,
             "stage": stage,
             "epoch_in_stage": epoch,
-            "val": self.split_metrics("val") if len(self.data.val) else {},
-            "test": self.split_metrics("test"),
+            "val": split_metrics("val", average),
+            "test": split_metrics("test", average),
         }
         if self.config.train.ensemble > 1:
-            val_members = self.member_metrics("val") if len(self.data.val) else [{}] * self.config.train.ensemble
             report["members"] = [
-                {"seed": self.config.train.seed + k, "val": val, "test": test}
-                for k, (val, test) in enumerate(zip(val_members, self.member_metrics("test")))
+                {"seed": self.config.train.seed + k,
+                 **{split: split_metrics(split, lambda images: images[k]) for split in ("val", "test")}}
+                for k in range(self.config.train.ensemble)
             ]
+        test = {path: average(images) for path, images in members["test"].items()}
         grid = labelled_grid(
-            [self.data.test.images, self.reconstructions("test", "fmri"), self.reconstructions("test", "image")],
-            ["stimulus", "fMRI path", "image path"],
+            [self.data.test.images, test["fmri"], test["image"]], ["stimulus", "fMRI path", "image path"]
         )
         writer.add_image("final/test_reconstructions", grid[..., None], self.epochs_done, dataformats="HWC")
         if is_main_process():
