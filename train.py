@@ -83,6 +83,11 @@ def main(argv: list[str]) -> int:
     for member in report.get("members", []):
         row = [member["test"][f"{m}_fmri"] for m in ("pcc", "mse", "ssim", "ident_2way")]
         print(f"{'test':6} {'fmri':6} " + " ".join(f"{v:7.4f}" for v in row) + f"   member seed {member['seed']}")
+    timing = report["timing"]
+    parts = [f"{name} {t['epochs']} epochs {t['seconds']:.1f} s ({t['seconds'] / t['epochs']:.3g} s/epoch)"
+             for name, t in timing.items() if t.get("epochs")]
+    parts.append(f"final report {timing['final_report']['seconds']:.1f} s")
+    print(f"\ntime         {', '.join(parts)} (compilation included)")
     print(f"\nrun folder   {paths.root}\ncheckpoints  {paths.checkpoints}\ntensorboard  tensorboard --logdir {paths.tensorboard}"
           f"\npicture      {paths.grid}\nmetrics      {paths.metrics}\nreport       python eval.py --ckpt {paths.root}")
     return 0

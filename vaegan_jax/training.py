@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -455,22 +456,33 @@ class Trainer:
             store.close()
 
     def train(self) -> dict[str, Any]:
-        """Run every remaining stage; return the final validation and test metrics of the best checkpoint."""
+        """Run every remaining stage; return the final validation and test metrics of the best checkpoint, and
+        the wall time of each part of this call (`timing`: a resumed run's counts from the resume)."""
         store = CheckpointStore(self.paths.checkpoints)
+        timing: dict[str, dict[str, float]] = {}
         try:
             with SummaryWriter(str(self.paths.tensorboard), write_to_disk=is_main_process()) as writer:
                 for stage in STAGES:
                     stage_end = self.offsets[stage.number - 1] + self.config.train.epochs[stage.number - 1]
                     if self.epochs_done < stage_end:
                         self.epochs_done = max(self.epochs_done, self.offsets[stage.number - 1])
+                        start, epochs_before = time.perf_counter(), self.epochs_done
                         self.run_stage(stage, store, writer)
-                store.wait()
-                return self.final_report(store, writer)
+                        store.wait()
+                        timing[stage.name] = {"epochs": self.epochs_done - epochs_before,
+                                              "seconds": round(time.perf_counter() - start, 3)}
+                start = time.perf_counter()
+                report = self.final_report(store, writer)
+                timing["final_report"] = {"seconds": round(time.perf_counter() - start, 3)}
+                report["timing"] = timing
+                if is_main_process():
+                    write_json(self.paths.metrics, report)
+                return report
         finally:
             store.close()
 
     def final_report(self, store: CheckpointStore, writer: SummaryWriter) -> dict[str, Any]:
-        """Restore the best checkpoint by validation score; write metrics.json and the reconstruction grid."""
+        """Restore the best checkpoint by validation score, write the reconstruction grid, return the metrics."""
         best = store.best_step()
         if best is not None:
             meta = self.restore(store, best)
@@ -509,7 +521,6 @@ class Trainer:
         writer.add_image("final/test_reconstructions", grid[..., None], self.epochs_done, dataformats="HWC")
         if is_main_process():
             save_png(self.paths.grid, grid)
-            write_json(self.paths.metrics, report)
         return report
 
 
