@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
     out = args.out or f"runs/{datetime.datetime.now():%Y%m%d-%H%M%S}-{config.preset}"
     dataset = load_dataset(args.data) if args.data else load_synthetic()
     with cli.stop_on_signals() as interrupt:
-        paths, report = run_training(
+        paths, report, timing = run_training(
             config, dataset, out, resume=args.resume, overwrite=args.overwrite, argv=["train.py", *argv],
             interrupt=interrupt, progress=not args.no_progress and sys.stderr.isatty(),
         )
@@ -83,7 +83,6 @@ def main(argv: list[str]) -> int:
     for member in report.get("members", []):
         row = [member["test"][f"{m}_fmri"] for m in ("pcc", "mse", "ssim", "ident_2way")]
         print(f"{'test':6} {'fmri':6} " + " ".join(f"{v:7.4f}" for v in row) + f"   member seed {member['seed']}")
-    timing = report["timing"]
     parts = [f"{name} {t['epochs']} epochs {t['seconds']:.1f} s ({t['seconds'] / t['epochs']:.3g} s/epoch)"
              for name, t in timing.items() if t.get("epochs")]
     parts.append(f"final report {timing['final_report']['seconds']:.1f} s")

@@ -126,6 +126,9 @@ def test_train_py_survives_sigint_and_sigkills_and_resumes_to_the_uninterrupted_
     finished = run_train_py([*args, "--resume"])
     assert finished.returncode == 0, finished.stderr
     assert "resuming after epoch" in finished.stdout
+    # The resumed call's wall times go with its entry; stages it had nothing left of are absent.
+    timing = json.loads(RunPaths(run).run_info.read_text())["resumed"][-1]["timing"]
+    assert "final_report" in timing and all(timing[name]["epochs"] >= 1 for name in timing if name != "final_report")
     template = trained.checkpoint_arrays()
     assert_trees_identical(checkpoint_arrays(run, template), checkpoint_arrays(reference, template))
     ours, theirs = (json.loads(RunPaths(r).metrics.read_text()) for r in (run, reference))

@@ -146,7 +146,7 @@ def test_train_py_writes_a_complete_run_folder(train_py_run: tuple[Path, subproc
         assert grid.format == "PNG" and grid.size[0] > 0
     assert list(paths.tensorboard.iterdir())
     assert f"run folder   {out}" in done.stdout
-    timing = json.loads(paths.metrics.read_text())["timing"]
+    timing = json.loads(paths.run_info.read_text())["timing"]
     assert [timing[f"stage{n}"]["epochs"] for n in (1, 2, 3)] == list(EPOCHS)
     assert all(part["seconds"] > 0 for part in timing.values()) and "final_report" in timing
     assert f"stage1 {EPOCHS[0]} epochs" in done.stdout and "final report" in done.stdout

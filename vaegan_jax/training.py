@@ -220,6 +220,7 @@ class Trainer:
         # Every process runs the same program; only the first reports.
         self.progress = progress and is_main_process()
         self.log = log if is_main_process() else _silent
+        self.timing: dict[str, dict[str, float]] = {}
         train = self.config.train
         self.data: PreparedData = prepare(dataset, train.val_trials, train.split_seed, train.selected_voxels)
         if len(self.data.fit) < train.batch_size:
@@ -456,10 +457,12 @@ class Trainer:
             store.close()
 
     def train(self) -> dict[str, Any]:
-        """Run every remaining stage; return the final validation and test metrics of the best checkpoint, and
-        the wall time of each part of this call (`timing`: a resumed run's counts from the resume)."""
+        """Run every remaining stage; return the final validation and test metrics of the best checkpoint.
+
+        `self.timing` then holds the wall time of each part of this call (a resumed run's counts from the resume).
+        """
         store = CheckpointStore(self.paths.checkpoints)
-        timing: dict[str, dict[str, float]] = {}
+        timing = self.timing = {}
         try:
             with SummaryWriter(str(self.paths.tensorboard), write_to_disk=is_main_process()) as writer:
                 for stage in STAGES:
@@ -474,15 +477,12 @@ class Trainer:
                 start = time.perf_counter()
                 report = self.final_report(store, writer)
                 timing["final_report"] = {"seconds": round(time.perf_counter() - start, 3)}
-                report["timing"] = timing
-                if is_main_process():
-                    write_json(self.paths.metrics, report)
                 return report
         finally:
             store.close()
 
     def final_report(self, store: CheckpointStore, writer: SummaryWriter) -> dict[str, Any]:
-        """Restore the best checkpoint by validation score, write the reconstruction grid, return the metrics."""
+        """Restore the best checkpoint by validation score; write metrics.json and the reconstruction grid."""
         best = store.best_step()
         if best is not None:
             meta = self.restore(store, best)
@@ -521,6 +521,7 @@ class Trainer:
         writer.add_image("final/test_reconstructions", grid[..., None], self.epochs_done, dataformats="HWC")
         if is_main_process():
             save_png(self.paths.grid, grid)
+            write_json(self.paths.metrics, report)
         return report
 
 
@@ -534,8 +535,9 @@ def run_training(
     interrupt: threading.Event | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
-) -> tuple[RunPaths, dict[str, Any]]:
-    """Train in run folder `out` (continuing it with `resume`); return its paths and the final report.
+) -> tuple[RunPaths, dict[str, Any], dict[str, dict[str, float]]]:
+    """Train in run folder `out` (continuing it with `resume`); return its paths, the final report and the
+    wall time of each stage and of the report (also written to run_info.json, under `resumed` on a resume).
 
     With several processes every one calls this alike; only process 0 writes files and logs.
     """
@@ -564,4 +566,9 @@ def run_training(
         write_json(paths.run_info, info)
     barrier("run folder ready")
     log(trainer.summary())
-    return paths, trainer.train()
+    report = trainer.train()
+    if is_main_process():
+        info = json.loads(paths.run_info.read_text())
+        (info["resumed"][-1] if resume else info)["timing"] = trainer.timing
+        write_json(paths.run_info, info)
+    return paths, report, trainer.timing
