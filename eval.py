@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 from vaegan_jax import cli
 
@@ -57,4 +56,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    cli.run_as_program(main)

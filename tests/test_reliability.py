@@ -320,6 +320,13 @@ def test_a_disk_that_fills_during_training_is_one_line_and_keeps_the_saved_check
     assert committed_steps(run)[-1] == 5 and RunPaths(run).metrics.exists()
 
 
+def _truncate_array_data(step: Path) -> None:
+    """Cut every array data file of a checkpoint in half."""
+    for file in (step / "state").rglob("*"):
+        if file.is_file() and file.parent.name == "d":
+            file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+
+
 @pytest.mark.parametrize("damage", ["truncated state", "foreign step folder", "foreign metadata", "no config"])
 def test_resume_validates_the_checkpoint_before_touching_the_run(
     earlier_run: Path, data_file: Path, one_line_error: Callable[[], str], damage: str
@@ -327,9 +334,7 @@ def test_resume_validates_the_checkpoint_before_touching_the_run(
     checkpoints = RunPaths(earlier_run).checkpoints
     latest = max(committed_steps(earlier_run))
     if damage == "truncated state":
-        for file in (checkpoints / str(latest) / "state").rglob("*"):
-            if file.is_file() and file.parent.name == "d":
-                file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+        _truncate_array_data(checkpoints / str(latest))
     elif damage == "foreign step folder":
         (checkpoints / str(latest + 1)).mkdir()
         (checkpoints / str(latest + 1) / "weights.bin").write_bytes(b"\0" * 64)
@@ -345,6 +350,15 @@ def test_resume_validates_the_checkpoint_before_touching_the_run(
     # A failed restore leaves orbax's other read tasks unretrieved; collected here, asyncio's complaint about
     # them goes to this test's captured log instead of the terminal at exit.
     gc.collect()
+
+
+def test_a_damaged_checkpoint_leaves_one_line_on_the_terminal(earlier_run: Path, data_file: Path) -> None:
+    # In a fresh process orbax's abandoned read tasks would print asyncio's traceback at exit, under the error.
+    _truncate_array_data(RunPaths(earlier_run).checkpoints / str(max(committed_steps(earlier_run))))
+    done = run_train_py([*TINY_ARGS, "--data", str(data_file), "--out", str(earlier_run), "--resume"])
+    assert done.returncode == cli.EXIT_BAD_INPUT
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "cannot restore checkpoint" in lines[0], done.stderr
 
 
 def test_resume_refuses_a_damaged_config_and_other_data(

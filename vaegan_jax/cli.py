@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NoReturn
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,6 +44,25 @@ def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
             raise
         print("aborted; checkpoints completed before the signal are kept", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def run_as_program(main: Callable[[list[str]], int]) -> NoReturn:
+    """A script's entry point: `run` on sys.argv and exit with its code, keeping exit-time noise off the terminal."""
+    if "--debug" not in sys.argv[1:]:
+        sys.unraisablehook = _drop_closed_event_loop
+    sys.exit(run(main))
+
+
+def _drop_closed_event_loop(unraisable) -> None:
+    """Silence asyncio's 'Event loop is closed', pass every other ignored exception on (to the default hook).
+
+    A failed orbax restore leaves read tasks behind; at exit their callbacks find the loop closed and Python
+    prints a traceback under the one-line error, which already said what broke.
+    """
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def use_compilation_cache() -> None:
