@@ -8,9 +8,12 @@ For every (preset, stage) it measures, on the embedded synthetic data prepared a
   GFLOP        XLA's flop count of one step (cost_analysis of the compiled step)
   GFLOP/s      achieved rate of the single step; %mm (%mm ep) the step's (chunk's) rate as a fraction of
                the float32 matmul rate (a large jnp.dot) measured alternately with the step's samples:
-               the median over samples of (step rate / matmul rate just before it)
+               the median over samples of (step rate / matmul rate just before it); on NVIDIA GPUs jax's
+               default float32 matmul runs in TF32, and so does the model's
   memory       XLA's buffer need of the compiled step (arguments + outputs - aliased + temporaries), and the
-               process's resident-set peak so far (CPU) or the device's peak bytes in use (accelerators)
+               process's resident-set peak so far (CPU) or the device's peak bytes in use so far (accelerators)
+
+--set KEY=VALUE overrides a config field of every preset (e.g. model.compute_dtype=bfloat16).
 
 With --ensemble K (default 4) it then times the `fast` preset's epoch chunk per step for each stage with one
 member and with K members (alternating, same data), and prints the ratio: what training an ensemble costs.
