@@ -83,15 +83,20 @@ def forced_devices(n: int) -> dict[str, str]:
     return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
 
 
-def run_processes(script: str, args: list[str], n_processes: int, devices_each: int) -> list[subprocess.CompletedProcess]:
-    """`python SCRIPT ARGS` as the `n_processes` processes of one multi-process run on localhost."""
+def run_processes(
+    script: str, args: list[str], n_processes: int, devices_each: int,
+    extra_args: Callable[[int], list[str]] = lambda process_id: [],
+) -> list[subprocess.CompletedProcess]:
+    """`python SCRIPT ARGS` as the `n_processes` processes of one multi-process run on localhost (process i
+    also gets `extra_args(i)`)."""
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
         port = probe.getsockname()[1]
     flags = ["--coordinator", f"localhost:{port}", "--num-processes", str(n_processes)]
     with concurrent.futures.ThreadPoolExecutor(n_processes) as pool:
         return list(pool.map(
-            lambda i: run_script(script, [*args, *flags, "--process-id", str(i)], env=forced_devices(devices_each)),
+            lambda i: run_script(script, [*args, *extra_args(i), *flags, "--process-id", str(i)],
+                                 env=forced_devices(devices_each)),
             range(n_processes),
         ))
 

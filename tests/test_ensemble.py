@@ -218,3 +218,15 @@ def test_incomplete_process_flags_are_one_line_errors(
     spec.loader.exec_module(train_cli)
     assert cli.run(train_cli.main, [*TINY_ARGS, *flags]) == cli.EXIT_BAD_INPUT
     assert message in one_line_error()
+
+
+def test_when_one_process_fails_the_other_says_so_in_one_line(data_file: Path, tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    done = run_processes("train.py", [*TINY_ARGS, "--data", str(data_file), "--out", str(tmp_path / "run")],
+                         n_processes=2, devices_each=1,
+                         extra_args=lambda process_id: ["--out", str(not_a_folder)] if process_id == 1 else [])
+    assert [d.returncode for d in done] == [cli.EXIT_LOST_PROCESS, cli.EXIT_BAD_INPUT], [d.stderr[-2000:] for d in done]
+    for d, message in zip(done, ["lost contact with another process", "exists and is not a folder"]):
+        lines = d.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], d.stderr

@@ -15,6 +15,7 @@ from vaegan_jax.errors import VaeganError
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_LOST_PROCESS = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -44,6 +45,20 @@ def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
             raise
         print("aborted; checkpoints completed before the signal are kept", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as err:
+        if debug or not _lost_another_process(err):
+            raise
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        print(f"error: lost contact with another process of this run, which may have failed ({first_line[:200]})",
+              file=sys.stderr)
+        return EXIT_LOST_PROCESS
+
+
+def _lost_another_process(err: Exception) -> bool:
+    """Whether `err` is the runtime's failure of a collective in a multi-process run (a peer exited or hung)."""
+    import jax
+
+    return isinstance(err, jax.errors.JaxRuntimeError) and jax.process_count() > 1
 
 
 def run_as_program(main: Callable[[list[str]], int]) -> NoReturn:
