@@ -21,7 +21,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from vaegan_jax import cli, training
-from vaegan_jax.checkpoints import PRUNED, CheckpointStore, _short
+from vaegan_jax.checkpoints import PRUNED, CheckpointStore
+from vaegan_jax.errors import summary
 from vaegan_jax.data import Dataset
 from vaegan_jax.training import RunPaths, Trainer
 
@@ -378,5 +379,5 @@ def test_a_wrapped_error_is_reported_by_its_root_cause() -> None:
     cause = ValueError('FAILED_PRECONDITION: Error reading "scaler.mean/0": Truncated stream\nmore detail')
     with pytest.raises(Exception) as wrapped:
         raise Exception("Encountered error while reading array index: <bound method spec of TensorStore({") from cause
-    assert _short(wrapped.value) == 'ValueError: FAILED_PRECONDITION: Error reading "scaler.mean/0": Truncated stream'
-    assert _short(OSError(28, "No space left on device")) == "OSError: [Errno 28] No space left on device"
+    assert summary(wrapped.value) == 'ValueError: FAILED_PRECONDITION: Error reading "scaler.mean/0": Truncated stream'
+    assert summary(OSError(28, "No space left on device")) == "OSError: [Errno 28] No space left on device"

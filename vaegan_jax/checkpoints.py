@@ -20,7 +20,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from vaegan_jax.errors import CheckpointError
+from vaegan_jax.errors import CheckpointError, summary
 
 # 2: train states carry a leading ensemble-member axis, the RNG one key per member.
 FORMAT_VERSION = 2
@@ -99,7 +99,7 @@ class CheckpointStore:
         """A one-line error for a save that failed; the checkpoints committed before it stay usable."""
         kept = self.steps()
         return CheckpointError(
-            f"{self.directory}: cannot write checkpoint ({_short(err)}); "
+            f"{self.directory}: cannot write checkpoint ({summary(err)}); "
             + (f"the last complete one is {self.directory / str(kept[-1])}" if kept else "no complete checkpoint")
         )
 
@@ -144,7 +144,7 @@ class CheckpointStore:
         try:
             meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         except Exception as err:  # orbax raises many types for a damaged folder
-            raise CheckpointError(f"{self.directory}/{step}: unreadable checkpoint metadata ({_short(err)})") from None
+            raise CheckpointError(f"{self.directory}/{step}: unreadable checkpoint metadata ({summary(err)})") from None
         if not isinstance(meta, dict) or "format_version" not in meta:
             raise CheckpointError(f"{self.directory}/{step}: not a vaegan_jax checkpoint (no format version)")
         if meta["format_version"] != FORMAT_VERSION:
@@ -162,21 +162,9 @@ class CheckpointStore:
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(template)))
             )
         except Exception as err:  # orbax raises many types for a damaged or mismatched folder
-            raise CheckpointError(f"{self.directory}/{step}: cannot restore checkpoint ({_short(err)})") from None
+            raise CheckpointError(f"{self.directory}/{step}: cannot restore checkpoint ({summary(err)})") from None
         return restored["state"], meta
 
 
 def _val_score(metrics: dict[str, float]) -> float:
     return metrics["val_score"]
-
-
-def _short(err: BaseException) -> str:
-    """The first line of the message of the exception's root cause, for one-line errors.
-
-    orbax wraps tensorstore's precise error ('Error reading "x" in OCDBT database ...: Truncated stream') in
-    one whose first line ends in the repr of a bound method; the cause it was raised from says what broke.
-    """
-    while err.__cause__ is not None:
-        err = err.__cause__
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__

@@ -11,7 +11,7 @@ from typing import Callable, Iterator, NoReturn
 from contextlib import contextmanager
 from pathlib import Path
 
-from vaegan_jax.errors import VaeganError
+from vaegan_jax.errors import VaeganError, summary
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -48,8 +48,7 @@ def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     except Exception as err:
         if debug or not _lost_another_process(err):
             raise
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        print(f"error: lost contact with another process of this run, which may have failed ({first_line[:200]})",
+        print(f"error: lost contact with another process of this run, which may have failed ({summary(err)})",
               file=sys.stderr)
         return EXIT_LOST_PROCESS
 

@@ -1,4 +1,5 @@
-"""The project's own error types: each carries a one-line message meant for the user."""
+"""The project's own error types, each carrying a one-line message meant for the user, and `summary`, which turns
+a library's error into such a line."""
 
 
 class VaeganError(Exception):
@@ -15,3 +16,15 @@ class ConfigError(VaeganError):
 
 class CheckpointError(VaeganError):
     """A checkpoint or run folder that is missing, corrupt or incompatible."""
+
+
+def summary(err: BaseException) -> str:
+    """`Type: first line` of the exception's root cause (at most 200 characters), for one-line errors.
+
+    Libraries wrap the precise error: orbax raises one whose first line ends in the repr of a bound method
+    from tensorstore's 'Error reading "x" in OCDBT database ...: Truncated stream'.
+    """
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__

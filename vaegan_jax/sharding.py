@@ -15,7 +15,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vaegan_jax.errors import ConfigError
+from vaegan_jax.errors import ConfigError, summary
 
 MEMBERS = "members"
 BATCH = "batch"
@@ -38,8 +38,7 @@ def init_distributed(coordinator: str | None, num_processes: int | None, process
         else:
             jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
     except (RuntimeError, ValueError) as err:
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ConfigError(f"cannot join the other processes via {coordinator}: {first_line[:200]}") from None
+        raise ConfigError(f"cannot join the other processes via {coordinator}: {summary(err)}") from None
 
 
 def is_main_process() -> bool:
