@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from vaegan_jax import cli
 
 

@@ -20,7 +20,8 @@ EXIT_INTERRUPTED = 130
 
 
 def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
-    """Run a CLI main: project errors become one line on stderr and exit code 2 (tracebacks only with --debug)."""
+    """Run a CLI main: project errors become one line on stderr and exit code 2 (3 diverged, 4 lost another process
+    of a multi-process run, 130 interrupted); tracebacks only with --debug."""
     from vaegan_jax.training import Diverged, Interrupted
 
     argv = sys.argv[1:] if argv is None else argv
