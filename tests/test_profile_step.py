@@ -47,6 +47,6 @@ def test_profile_of_a_tiny_stage_runs_and_accounts_for_its_operations():
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.split()}
     by_kind = {kind: float(rows[kind][1]) for kind in profile_step.KINDS}
-    assert by_kind["convolution"] > 0
+    assert by_kind["convolution"] > 0 and by_kind["dot"] > 0
     assert float(rows["all"][1]) == pytest.approx(sum(by_kind.values()), abs=0.2)
     assert "operations running at once" in result.stdout
