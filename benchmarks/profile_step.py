@@ -192,13 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     by_kind: dict[str, float] = collections.defaultdict(float)
     count: dict[str, int] = collections.Counter()
     by_name: dict[str, float] = collections.defaultdict(float)
-    for event in events:
-        by_kind[known[event.name].kind] += event.duration_ns * per_step
-        count[known[event.name].kind] += 1
-        by_name[event.name] += event.duration_ns * per_step
     per_thread: dict[str, float] = collections.defaultdict(float)
     for event in events:
-        per_thread[event.thread] += event.duration_ns * per_step
+        ms = event.duration_ns * per_step
+        by_kind[known[event.name].kind] += ms
+        count[known[event.name].kind] += 1
+        by_name[event.name] += ms
+        per_thread[event.thread] += ms
     total = sum(by_kind.values())
     flops = stage.flops
     print(f"{args.preset} stage {args.stage}: {wall_ms:.1f} ms per step (wall, mean of {args.steps} traced calls), "
