@@ -315,7 +315,8 @@ def bad(**changes: object) -> dict[str, object]:
         (bad(train_voxels=np.array([["a"] * 12] * 20)), "real numbers"),
         (bad(train_voxels=np.zeros((20, 12), dtype=complex)), "real numbers"),
         (bad(train_images=np.ones((20, 16, 16), dtype=bool)), "real numbers"),
-        (bad(test_images=np.full((6, 16, 16), 2.0)), "[0, 1]"),
+        (bad(test_images=np.full((6, 16, 16), 2.5)), "[0, 1] or hold whole numbers 0..255"),
+        (bad(test_images=np.full((6, 16, 16), -1.0)), "got -1..-1"),
         (bad(test_images=np.full((6, 16, 16), np.nan)), "NaN"),
         (bad(train_images=np.full((20, 16, 16), 300, dtype=np.int16)), "0..255"),
         (bad(train_images=np.full((20, 16, 16), -1, dtype=np.int8)), "0..255"),
@@ -339,7 +340,8 @@ def test_bad_npz_contents(tmp_path: Path, arrays: dict[str, np.ndarray], fragmen
         ({"labels": np.repeat([1, 2, 3], [50, 47, 3])[:, None]}, "class 3 has only 3 trials"),
         ({"X": np.zeros((0, 784), dtype=np.uint8), "Y": np.zeros((0, 50)), "labels": np.zeros((0, 1))}, "no trials"),
         ({"prior": np.zeros((4, 100), dtype=np.uint8)}, "extra images"),
-        ({"X": np.full((100, 784), 255.0)}, "store 0..255 images as uint8"),
+        ({"X": np.full((100, 784), 127.5)}, "whole numbers 0..255"),
+        ({"X": np.full((100, 784), 256.0)}, "got 256..256"),
     ],
 )
 def test_bad_donders_contents(tmp_path: Path, change: dict[str, np.ndarray], fragment: str) -> None:
@@ -410,6 +412,43 @@ def test_compressed_mat_with_matlab_extras(tmp_path: Path) -> None:
     dataset = load_dataset(path)
     assert dataset.test.indices.tolist() == STANDARD_TEST
     np.testing.assert_array_equal(dataset.train.images[0], top_left_image(28).astype(np.float32) / 255)
+
+
+def real_classes(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every numeric variable as MATLAB class double, as in both real 69 files (data.md)."""
+    return {key: value.astype(np.float64) if value.dtype.kind in "iuf" else value for key, value in arrays.items()}
+
+
+@pytest.mark.parametrize("layout", ["Donders", "DGMM"])
+def test_real_files_double_classes_load_on_the_0_255_scale(tmp_path: Path, layout: str) -> None:
+    # scipy.io.savemat of float64 0..255 images and float64 labels: what loadmat(mat_dtype=True) gives
+    # for the real files, whose images are class double holding whole numbers 0..255.
+    donders = donders_arrays()
+    arrays = real_classes(donders if layout == "Donders" else dgmm_arrays(donders))
+    image_key = "X" if layout == "Donders" else "stimTrn"
+    assert arrays[image_key].dtype == np.float64 and arrays[image_key].max() == 255.0
+    dataset = load_dataset(write(tmp_path / f"{layout}.mat", arrays))
+    assert_valid(dataset)
+    reference = load_dataset(write(tmp_path / f"{layout}-uint8.mat", dgmm_arrays(donders) if layout == "DGMM" else donders))
+    np.testing.assert_array_equal(dataset.train.images, reference.train.images)
+    np.testing.assert_array_equal(dataset.test.images, reference.test.images)
+    np.testing.assert_array_equal(dataset.train.labels, reference.train.labels)
+    assert dataset.test.indices.tolist() == STANDARD_TEST
+    np.testing.assert_array_equal(dataset.train.images[0], top_left_image(28).astype(np.float32) / 255)
+
+
+def test_compactly_stored_double_0_255_images_as_matlab_writes_them(tmp_path: Path) -> None:
+    # MATLAB stores a whole-valued double variable as miUINT8 bytes; loadmat(mat_dtype=True) returns float64.
+    arrays = npz_arrays(side=4)
+    path = tmp_path / "compact.mat"
+    images = mat5_bytes(
+        {"stimTrn": column_major_rows(arrays["train_images"]), "stimTest": column_major_rows(arrays["train_images"][:6])},
+        data_type=2,
+    )
+    voxels = mat5_bytes({"fmriTrn": arrays["train_voxels"], "fmriTest": arrays["train_voxels"][:6]})
+    path.write_bytes(images + voxels[128:])
+    dataset = load_dataset(path)
+    np.testing.assert_array_equal(dataset.train.images, arrays["train_images"].astype(np.float32) / np.float32(255))
 
 
 def test_whole_valued_double_images_keep_their_class(tmp_path: Path) -> None:

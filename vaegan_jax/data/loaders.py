@@ -18,7 +18,8 @@ Name "69-dgmm".
 
 Layout 3, this project's own .npz for other data sets (also accepted inside a .mat):
 
-    train_images  (N, H, H)  required; uint8 0..255, or float in [0, 1]; row-major, stored upright
+    train_images  (N, H, H)  required; 0..255 (integers, or whole-valued floats), or floats in [0, 1];
+                             row-major, stored upright
     train_voxels  (N, V)     required; real numbers, finite
     test_images   (M, H, H)  required; same as train_images
     test_voxels   (M, V)     required; same V as train_voxels
@@ -26,16 +27,18 @@ Layout 3, this project's own .npz for other data sets (also accepted inside a .m
     test_labels   (M,)       optional; integer class labels
     extra_images  (K, H, H)  optional; image-only data (e.g. for stage-I pre-training), same rules
 
-Images must be square (H x H, any H >= 1); any integer dtype holding 0..255 is read as 8-bit, float
-images must lie in [0, 1]; bool, complex, string and object arrays are refused. The file is read with
-`np.load(allow_pickle=False)`. Trial indices are positions: train 0..N-1, test N..N+M-1. The data set is
-named after the file stem. Write one with e.g.
+Images must be square (H x H, any H >= 1); any integer dtype holding 0..255 is read as 8-bit, and so
+are floats holding whole numbers 0..255 with some above 1 (MATLAB's class double, as in both real files);
+other float images must lie in [0, 1]; bool, complex, string and object arrays are refused. The file
+is read with `np.load(allow_pickle=False)`. Trial indices are positions: train 0..N-1, test
+N..N+M-1. The data set is named after the file stem. Write one with e.g.
 `np.savez("mine.npz", train_images=..., train_voxels=..., test_images=..., test_voxels=...)`.
 
-In every layout images become float32 in [0, 1] of shape (N, H, H), upright: integer images are read as
-0..255 and float images must already lie in [0, 1]. Voxels become float32 and must be finite. Labels
-become int64 (whole-valued floats are accepted, as MATLAB stores them). The content hash is the SHA-256 of
-the file bytes. Any problem raises a one-line DataError naming the file.
+In every layout images become float32 in [0, 1] of shape (N, H, H), upright: integer images and
+whole-valued float images reaching above 1 are read as 0..255; other float images must lie in [0, 1].
+Voxels become float32 and must be finite. Labels become int64 (whole-valued floats are accepted, as
+MATLAB stores them). The content hash is the SHA-256 of the file bytes. Any problem raises a one-line
+DataError naming the file.
 
 .mat files must be MATLAB v4-v7 (v7.3 is HDF5: re-save with -v7). Each variable comes back in its
 MATLAB class, so a double 0/1 image that MATLAB stored compactly as bytes stays 0/1. Only real numeric
@@ -392,7 +395,7 @@ def _numeric(value: Any, key: str, source: str) -> np.ndarray:
 
 
 def _pixels(array: np.ndarray, key: str, source: str) -> np.ndarray:
-    """Pixel values as float32 in [0, 1]: integers are read as 0..255, floats must already be in [0, 1]."""
+    """Pixel values as float32 in [0, 1]; integers and whole-valued floats above 1 are read as 0..255."""
     if array.size == 0:
         return array.astype(np.float32)
     if array.dtype.kind in "iu":
@@ -403,12 +406,14 @@ def _pixels(array: np.ndarray, key: str, source: str) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise DataError(f"{source}: {key} contains NaN or infinite pixel values")
     low, high = float(array.min()), float(array.max())
-    if low < 0.0 or high > 1.0:
-        raise DataError(
-            f"{source}: float images in {key} must lie in [0, 1], got {low:g}..{high:g} "
-            "(store 0..255 images as uint8)"
-        )
-    return array.astype(np.float32)
+    if low >= 0.0 and high <= 1.0:
+        return array.astype(np.float32)
+    # MATLAB keeps 8-bit images as class double holding whole numbers 0..255 (both real 69 files do).
+    if low >= 0.0 and high <= 255.0 and np.all(array == np.round(array)):
+        return (array.astype(np.float32) / np.float32(255.0)).astype(np.float32)
+    raise DataError(
+        f"{source}: float images in {key} must lie in [0, 1] or hold whole numbers 0..255, got {low:g}..{high:g}"
+    )
 
 
 def _rows_to_images(value: Any, key: str, source: str) -> np.ndarray:
