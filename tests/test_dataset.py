@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vaegan_jax.data import Dataset, Trials, VoxelScaler, carve_validation, from_donders_mapping
+from vaegan_jax.data.prepare import prepare
 from vaegan_jax.errors import DataError
 
 
@@ -69,19 +70,23 @@ def test_carve_validation_without_labels_and_edge_sizes() -> None:
         carve_validation(train, n_val=len(train), seed=0)
 
 
-def test_voxel_scaler_statistics_come_from_training_trials_only() -> None:
+def test_prepare_z_scores_every_split_with_statistics_of_the_fit_trials_alone() -> None:
+    # Validation and test voxels a thousand times larger and far off: any of them in the statistics would show.
     arrays = donders_mapping()
-    base = from_donders_mapping(arrays, "memory", "0" * 64)
-    test_rows = base.test.indices
-    arrays["Y"][test_rows] = np.random.default_rng(9).normal(50, 10, size=(len(test_rows), 30))
-    changed = from_donders_mapping(arrays, "memory", "0" * 64)
-    assert not np.allclose(changed.test.voxels, base.test.voxels)
-    first, second = VoxelScaler.fit(base.train.voxels), VoxelScaler.fit(changed.train.voxels)
-    np.testing.assert_array_equal(first.mean, second.mean)
-    np.testing.assert_array_equal(first.std, second.std)
-    np.testing.assert_allclose(first.mean, base.train.voxels.mean(axis=0), rtol=1e-6)
-    everything = np.concatenate([changed.train.voxels, changed.test.voxels])
-    assert not np.allclose(second.mean, everything.mean(axis=0))
+    data = from_donders_mapping(arrays, "memory", "0" * 64)
+    _, val = carve_validation(data.train, n_val=10, seed=0)
+    wild = np.concatenate([val.indices, data.test.indices])
+    arrays["Y"][wild] = np.random.default_rng(9).normal(1e4, 1e3, size=(len(wild), 30))
+    prepared = prepare(from_donders_mapping(arrays, "memory", "0" * 64), val_trials=10, seed=0)
+    assert np.array_equal(prepared.val.indices, val.indices)
+    fit_rows = np.setdiff1d(np.arange(100), wild)
+    assert np.array_equal(np.sort(prepared.fit.indices), fit_rows)
+    raw = arrays["Y"].astype(np.float32)
+    mean, sd = raw[fit_rows].astype(np.float64).mean(axis=0), raw[fit_rows].astype(np.float64).std(axis=0)
+    np.testing.assert_allclose(prepared.scaler.mean, mean, rtol=1e-5)
+    np.testing.assert_allclose(prepared.scaler.std, sd, rtol=1e-5)
+    for trials in (prepared.fit, prepared.val, prepared.test):
+        np.testing.assert_allclose(trials.voxels, (raw[trials.indices] - mean) / sd, rtol=1e-4, atol=1e-4)
 
 
 def test_z_scored_training_voxels_have_mean_zero_sd_one() -> None:
