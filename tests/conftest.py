@@ -1,13 +1,16 @@
 """Shared fixtures: a small data set on disk, the tiny configuration, trained runs, and a compilation cache.
 
 Every training test uses the same configuration and data shapes, so XLA compiles each program once; the
-persistent compilation cache (also inherited by the `train.py` subprocesses) makes the repeats cheap.
+persistent compilation cache (also inherited by the `train.py` subprocesses) makes the repeats cheap. The
+cache is this session's own and is deleted at its end, so what ran before never changes what a test sees.
 """
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,7 +19,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 # Before jax is imported anywhere: a run costs seconds when its programs come from the cache, minutes when not.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / "vaegan_jax-test-xla-cache"))
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vaegan_jax-test-xla-cache-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
@@ -28,7 +33,6 @@ from vaegan_jax import config as config_lib  # noqa: E402
 from vaegan_jax.checkpoints import CheckpointStore  # noqa: E402
 from vaegan_jax.config import Config  # noqa: E402
 from vaegan_jax.data import Dataset, load_dataset  # noqa: E402
-from vaegan_jax.data.synthetic import draw_digits  # noqa: E402
 from vaegan_jax.training import RunPaths, Trainer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,11 +42,27 @@ N_TRAIN, N_TEST = 24, 4
 TINY_ARGS = ["--preset", "tiny", "--no-extra-images", "--no-progress"]
 
 
+def draw_shapes(rng: np.random.Generator, labels: np.ndarray, side: int = 28) -> np.ndarray:
+    """(N, side, side) uint8 images: a blurred ring with a stroke, a "6" for label 1 and a "9" (the "6"
+    turned upside down) otherwise, each with its own position, size, width and slant."""
+    y, x = np.mgrid[:side, :side] + 0.5
+    images = []
+    for label in labels:
+        cy, cx = side * 0.62 + rng.normal(0.0, 1.0), side / 2 + rng.normal(0.0, 1.0)
+        radius, width = side * 0.18 + rng.normal(0.0, 0.5), rng.uniform(1.0, 1.6)
+        ring = np.exp(-((np.hypot(y - cy, x - cx) - radius) ** 2) / (2 * width**2))
+        stroke_x = cx - radius + (cy - y) * rng.uniform(0.0, 0.3)
+        stroke = np.exp(-((x - stroke_x) ** 2) / (2 * width**2)) * (y < cy) * (y > side * 0.15)
+        image = np.clip(ring + stroke, 0.0, 1.0)
+        images.append(image if label == 1 else image[::-1, ::-1])
+    return np.rint(np.array(images) * 255).astype(np.uint8)
+
+
 def write_small_dataset(path: Path, seed: int = 0) -> Path:
-    """An .npz of synthetic sixes and nines with voxels that carry a noisy linear code of the image."""
+    """An .npz of drawn sixes and nines with voxels that carry a noisy linear code of the image."""
     rng = np.random.default_rng(seed)
     labels = np.tile(np.array([1, 2]), (N_TRAIN + N_TEST) // 2)
-    images = draw_digits(rng, labels)
+    images = draw_shapes(rng, labels)
     code = rng.normal(size=(images[0].size, N_VOXELS)) / images[0].size
     voxels = images.reshape(len(images), -1) / 255.0 @ code + rng.normal(0.0, 0.01, (len(images), N_VOXELS))
     np.savez(
@@ -130,12 +150,12 @@ def flat_arrays(tree: Any) -> dict[str, np.ndarray]:
 
 
 def assert_trees_identical(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
-    """Same keys, dtypes, shapes and bit-for-bit values (NaNs compare equal to NaNs)."""
+    """Same keys, dtypes, shapes and bit-for-bit values; a NaN equals nothing, so two diverged runs differ."""
     assert a.keys() == b.keys()
     for key in a:
         assert a[key].dtype == b[key].dtype, key
         assert a[key].shape == b[key].shape, key
-        assert np.array_equal(a[key], b[key], equal_nan=True), key
+        assert np.array_equal(a[key], b[key]), key
 
 
 @pytest.fixture(scope="session")
@@ -150,9 +170,11 @@ def trained(tiny_config: Config, dataset: Dataset, tmp_path_factory: pytest.Temp
 
 @pytest.fixture(scope="session")
 def train_py_run(data_file: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The same run through `python train.py` in a fresh process: (run folder, completed process)."""
+    """The same run through `python train.py` in a fresh process, which succeeded: (run folder, completed process)."""
     out = tmp_path_factory.mktemp("train_py") / "run"
-    return out, run_train_py([*TINY_ARGS, "--data", str(data_file), "--out", str(out)])
+    done = run_train_py([*TINY_ARGS, "--data", str(data_file), "--out", str(out)])
+    assert done.returncode == 0, done.stderr
+    return out, done
 
 
 @pytest.fixture
