@@ -44,19 +44,12 @@ def test_ridge_predictions_are_clipped_to_the_unit_interval() -> None:
     assert prediction.min() == 0.0 and prediction.max() == 1.0
 
 
-def test_ridge_alpha_depends_only_on_the_training_trials() -> None:
+def test_ridge_alpha_is_chosen_inside_its_grid() -> None:
     rng = np.random.default_rng(3)
     voxels = rng.normal(0.0, 1.0, (100, 200))
     images = np.clip(0.3 + 0.1 * voxels[:, :16].reshape(100, 4, 4) + rng.normal(0.0, 0.2, (100, 4, 4)), 0, 1)
-    train = np.arange(80)
-    first = RidgeDecoder().fit(voxels[train], images[train])
-    second = RidgeDecoder().fit(voxels[train], images[train])
-    # Two different "test" sets, predicted after fitting: the fit never saw them, so alpha is the same.
-    first.predict(voxels[80:90])
-    second.predict(voxels[90:])
-    assert first.alpha_ == second.alpha_
-    assert first.alphas.min() < first.alpha_ < first.alphas.max()
-    np.testing.assert_array_equal(first.predict(voxels[80:]), second.predict(voxels[80:]))
+    decoder = RidgeDecoder().fit(voxels, images)
+    assert decoder.alphas.min() < decoder.alpha_ < decoder.alphas.max()
 
 
 def test_ridge_picks_more_shrinkage_for_noisier_targets() -> None:
@@ -122,6 +115,21 @@ def test_latent_ridge_predicts_unit_interval_images_of_the_stimulus_shape(synthe
         prediction = decoder.predict(voxels)
         assert prediction.shape == (10, 28, 28)
         assert np.all(np.isfinite(prediction)) and prediction.min() >= 0.0 and prediction.max() <= 1.0
+
+
+@pytest.mark.parametrize("make", [RidgeDecoder, MeanImageDecoder, lambda: _tiny_config()], ids=["ridge", "mean", "latent"])
+def test_a_prediction_depends_on_its_own_trial_alone(make) -> None:
+    # A decoder that learned from the trials it predicts (their mean or scale, a refit) would predict a
+    # trial differently beside other trials, or after predicting far-off ones.
+    rng = np.random.default_rng(9)
+    voxels, images, extra = rng.normal(size=(12, 30)), rng.uniform(size=(12, 5, 5)), rng.uniform(size=(20, 5, 5))
+    test, far = rng.normal(size=(6, 30)), rng.normal(50.0, 20.0, size=(6, 30))
+    decoder = make().fit(voxels, images, extra)
+    together = decoder.predict(test)
+    alone = np.concatenate([decoder.predict(test[i : i + 1]) for i in range(len(test))])
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+    np.testing.assert_allclose(decoder.predict(np.concatenate([test, far]))[: len(test)], together, atol=1e-6)
+    np.testing.assert_array_equal(decoder.predict(test), together)
 
 
 def test_latent_ridge_is_deterministic_for_a_seed() -> None:
