@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 from vaegan_jax import losses
 
@@ -94,3 +95,17 @@ def test_reparameterize_draws_from_the_posterior() -> None:
     many = losses.reparameterize(key, jnp.broadcast_to(mu, (20000, 2)), jnp.broadcast_to(logvar, (20000, 2)))
     np.testing.assert_allclose(many.mean(axis=0), [1.0, -2.0], atol=0.05)
     np.testing.assert_allclose(many.var(axis=0), [1.0, 4.0], rtol=0.05)
+
+
+def test_pixel_nll_is_half_the_squared_error_per_image_averaged_over_the_batch() -> None:
+    # Image 1 differs by 1 in two pixels (1/2 * 2 = 1), image 2 by 2 in one pixel (1/2 * 4 = 2): mean 1.5.
+    images = jnp.zeros((2, 2, 2, 1))
+    target = jnp.zeros((2, 2, 2, 1)).at[0, 0, :, 0].set(1.0).at[1, 1, 1, 0].set(-2.0)
+    assert float(losses.pixel_nll(images, target)) == pytest.approx(1.5)
+    # Against scipy's Gaussian log-density, less its constant: -sum log N(target; image, 1) - const.
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 4, 4, 1)), rng.normal(size=(3, 4, 4, 1))
+    nll = -(norm.logpdf(b, loc=a).reshape(3, -1).sum(axis=1) + 16 * 0.5 * math.log(2 * math.pi)).mean()
+    assert float(losses.pixel_nll(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))) == pytest.approx(nll, rel=1e-5)
+    # No gradient reaches the target.
+    assert float(jnp.abs(jax.grad(lambda t: losses.pixel_nll(images, t))(target)).sum()) == 0.0

@@ -1,4 +1,4 @@
-"""Tests of the embedded synthetic '69' data set."""
+"""Tests of the embedded stand-in for the '69' data set: shipped MNIST digits and a pRF voxel model."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ from PIL import Image
 
 from vaegan_jax import metrics
 from vaegan_jax.baselines import MeanImageDecoder, RidgeDecoder
-from vaegan_jax.data import synthetic
+from vaegan_jax.data import handwriting, synthetic
 from vaegan_jax.data.dataset import VoxelScaler
 from vaegan_jax.data.loaders import load_dataset
 from vaegan_jax.errors import ConfigError
@@ -29,8 +29,8 @@ def test_shapes_dtypes_and_labels(arrays: dict[str, np.ndarray]) -> None:
     np.testing.assert_array_equal(arrays["labels"].ravel(), np.repeat([1, 2], 50))
     assert "seed 0" in str(arrays["description"][0])
     assert np.all(np.isfinite(arrays["Y"]))
-    # Like MNIST: black background, saturated stroke cores, every image holds ink.
-    assert arrays["X"].max() == 255 and np.all(arrays["X"].max(axis=1) == 255)
+    # MNIST digits: black background and border, saturated stroke cores.
+    assert np.all(arrays["X"].max(axis=1) >= 250)
     assert np.all(arrays["X"].reshape(100, 28, 28, order="F")[:, [0, -1], :] == 0)
 
 
@@ -60,10 +60,20 @@ def test_orientation_sixes_hold_more_ink_in_the_bottom_half(arrays: dict[str, np
     assert nines[:14].sum() > nines[14:].sum()
 
 
-def test_no_extra_image_equals_a_stimulus(arrays: dict[str, np.ndarray]) -> None:
-    stimuli = {row.tobytes() for row in arrays["X"]}
-    assert not any(row.tobytes() in stimuli for row in arrays["prior"])
+def test_stimuli_are_shipped_digits_of_their_class(arrays: dict[str, np.ndarray]) -> None:
+    digits, labels = handwriting.load_digits()
+    index = {image.tobytes(): label for image, label in zip(digits, labels)}
+    stimuli = arrays["X"].reshape(100, 28, 28, order="F")
+    assert [index.get(image.tobytes()) for image in stimuli] == arrays["labels"].ravel().tolist()
+    assert len({image.tobytes() for image in stimuli}) == 100
+
+
+def test_no_extra_image_copies_a_stimulus(arrays: dict[str, np.ndarray]) -> None:
+    stimuli = arrays["X"].reshape(100, 28, 28, order="F")
+    prior = arrays["prior"].reshape(-1, 28, 28, order="F")
+    assert not handwriting.near_duplicates(prior, stimuli).any()
     assert len({row.tobytes() for row in arrays["prior"]}) == 2000
+    assert "removed" in str(arrays["description"][0])
 
 
 def test_voxel_values_resemble_the_real_data(arrays: dict[str, np.ndarray]) -> None:
@@ -97,7 +107,7 @@ def test_ridge_finds_it_about_as_hard_as_the_real_data() -> None:
     assert 0.85 <= scores["ident_2way"].mean() <= 0.97
     assert 1e2 < ridge.alpha_ < 1e4
     mean_image = MeanImageDecoder().fit(train_voxels, dataset.train.images).predict(test_voxels)
-    assert 0.6 <= metrics.pcc(dataset.test.images, mean_image).mean() <= 0.72
+    assert 0.55 <= metrics.pcc(dataset.test.images, mean_image).mean() <= 0.72
 
 
 def test_out_file_round_trips_through_load_dataset(tmp_path: Path) -> None:

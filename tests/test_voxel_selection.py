@@ -77,5 +77,8 @@ def test_only_the_fit_trials_decide(dataset: Dataset) -> None:
 
 
 def test_a_negative_count_is_refused() -> None:
-    with pytest.raises(ConfigError, match="selected_voxels must be non-negative"):
+    with pytest.raises(ConfigError, match="selected_voxels must be a count"):
+        config_lib.override(config_lib.preset("tiny"), ["train.selected_voxels=-2"])
+    # -1 asks the run to choose, which needs the ridge-initialised linear encoder that tiny lacks.
+    with pytest.raises(ConfigError, match="cognitive_init=ridge"):
         config_lib.override(config_lib.preset("tiny"), ["train.selected_voxels=-1"])

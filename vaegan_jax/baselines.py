@@ -209,9 +209,15 @@ class LatentRidgeDecoder:
         self._vae = _MlpVae(self.hidden, self.latent_dim, int(np.prod(self._image_shape)))
         # Without extras a small set may not fill one batch: then every step sees all of it.
         train = _vae_trainer(self._vae, self.epochs, min(self.batch_size, len(pool)), self.learning_rate)
-        flat = jnp.asarray(pool.reshape(len(pool), -1))
-        self._params = train(flat, jax.random.key(self.seed))
-        means, _ = self._vae.apply(self._params, flat[: len(images)], method=_MlpVae.encode)
+        self._params = train(jnp.asarray(pool.reshape(len(pool), -1)), jax.random.key(self.seed))
+        return self.fit_readout(voxels, images)
+
+    def fit_readout(self, voxels: np.ndarray, images: np.ndarray) -> LatentRidgeDecoder:
+        """Refit only the ridge map voxels -> latent means, keeping the trained VAE (other voxels, same images)."""
+        voxels = np.asarray(voxels, dtype=np.float64)
+        _check_fit_inputs(voxels, np.asarray(images))
+        flat = jnp.asarray(np.asarray(images, dtype=np.float32).reshape(len(images), -1))
+        means, _ = self._vae.apply(self._params, flat, method=_MlpVae.encode)
         self._ridge = RidgeCV(alphas=self.alphas).fit(voxels, np.asarray(means, dtype=np.float64))
         self.alpha_ = float(self._ridge.alpha_)
         return self

@@ -32,7 +32,11 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """Loss weights (method.md, Larsen et al. 2016) and label smoothing."""
+    """Loss weights (method.md, Larsen et al. 2016) and label smoothing.
+
+    pixel_weight > 0 adds a pixel-space Gaussian NLL to the encoders' and the generator's content terms,
+    beside the feature-space one (Larsen's VAE/GAN uses feature space alone; 0 keeps it so).
+    """
 
     kl_weight: float = 1.0 / 128
     llike_weight: float = 1.0 / 1024
@@ -40,6 +44,7 @@ class LossConfig:
     real_label: float = 0.75
     generator_label: float = 0.625
     latent_distill: float = 0.0
+    pixel_weight: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +68,10 @@ class TrainConfig:
     An ensemble trains members seeded seed, seed + 1, ... side by side; all share the validation split,
     which `split_seed` carves, so member k is the model a single run with seed + k would train.
     selected_voxels N > 0 feeds the cognitive encoder only the N voxels whose fit-trial responses
-    correlate best with some stimulus pixel (0: every voxel).
+    correlate best with some stimulus pixel (0: every voxel; -1: the run chooses among `voxel_candidates` by
+    `choice_folds`-fold cross-validation on its fit trials after stage I, see `choices.py`). shipped_prior: when the data set has no
+    image-only extras (the DGMM file) and 28x28 images, stage I uses the shipped MNIST sixes and nines
+    instead, every copy of the data set's stimuli removed (`data.handwriting`).
     """
 
     epochs: tuple[int, int, int] = (100, 100, 20)
@@ -74,11 +82,14 @@ class TrainConfig:
     val_trials: int = 10
     selected_voxels: int = 0
     use_extra_images: bool = True
+    shipped_prior: bool = True
     eval_every: int = 5
     checkpoint_every: int = 10
     on_nan: str = "stop"
     steps_per_call: int = 0
     cognitive_init: str = "random"
+    voxel_candidates: tuple[int, ...] = (150, 300, 450, 600, 1000, 0)
+    choice_folds: int = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,11 +98,13 @@ class InferenceConfig:
 
     samples 0: G(posterior mean). samples K > 0: the mean of G(z) over K fixed draws of
     z ~ N(mu, (temperature * sigma)^2), the posterior predictive mean, which is what minimises expected
-    squared error when the posterior is honest about its uncertainty. Deterministic either way.
+    squared error when the posterior is honest about its uncertainty. Deterministic either way. temperature
+    -1: the run chooses among `temperature_candidates` with the voxel count (`TrainConfig.selected_voxels`).
     """
 
     samples: int = 0
     temperature: float = 1.0
+    temperature_candidates: tuple[float, ...] = (0.0, 0.5, 0.75, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,9 +138,9 @@ PRESETS: dict[str, Config] = {
         train=TrainConfig(epochs=(100, 100, 10), batch_size=5),
     ),
     # Native 28x28, narrower: a whole three-stage run on a 69-sized data set in minutes on 2 CPU cores.
-    # Choices validated on the validation trials of the synthetic set (README, "Results"): a stronger KL
-    # (a smoother latent space that voxels predict better), a linear cognitive encoder started from the
-    # ridge solution, the posterior predictive mean at 3/4 of the posterior's spread, and 450 selected voxels.
+    # A stronger KL (a smoother latent space that voxels predict better) and a linear cognitive encoder
+    # started from the ridge solution; the voxel count and the decoding temperature of the posterior
+    # predictive mean are chosen by each run on its own fit trials (choices.py).
     "fast": Config(
         preset="fast",
         model=ModelConfig(
@@ -137,8 +150,8 @@ PRESETS: dict[str, Config] = {
         ),
         loss=LossConfig(kl_weight=8.0, llike_weight=1.0, gamma=1e-2),
         optim=OptimConfig(lr_discriminator=1e-4, lr_cognitive_encoder=3e-5),
-        train=TrainConfig(epochs=(10, 10, 5), batch_size=16, cognitive_init="ridge", selected_voxels=450),
-        inference=InferenceConfig(samples=32, temperature=0.75),
+        train=TrainConfig(epochs=(10, 10, 5), batch_size=16, cognitive_init="ridge", selected_voxels=-1),
+        inference=InferenceConfig(samples=32, temperature=-1.0),
     ),
     # Seconds, for tests.
     "tiny": Config(
@@ -210,8 +223,15 @@ def validate(config: Config) -> None:
         raise ConfigError(f"epochs must be three non-negative counts (I,II,III), got {train.epochs}")
     if train.ensemble < 1:
         raise ConfigError(f"ensemble must have at least 1 member, got {train.ensemble}")
-    if train.selected_voxels < 0:
-        raise ConfigError(f"selected_voxels must be non-negative (0 keeps every voxel), got {train.selected_voxels}")
+    if train.selected_voxels < -1 or any(n < 0 for n in train.voxel_candidates):
+        raise ConfigError(
+            f"selected_voxels must be a count (0 keeps every voxel, -1 lets the run choose), got {train.selected_voxels}"
+        )
+    auto = train.selected_voxels == -1 or config.inference.temperature == -1
+    if auto and train.cognitive_init != "ridge":
+        raise ConfigError("choosing selected_voxels or the temperature (-1) needs train.cognitive_init=ridge")
+    if auto and (not train.voxel_candidates or not config.inference.temperature_candidates or train.choice_folds < 2):
+        raise ConfigError("choosing needs voxel and temperature candidates and at least 2 folds")
     if train.batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {train.batch_size}")
     if train.on_nan not in ("stop", "rollback"):
@@ -226,8 +246,11 @@ def validate(config: Config) -> None:
         raise ConfigError(f"compute_dtype must be float32 or bfloat16, got {model.compute_dtype!r}")
     if not 0.0 <= model.voxel_dropout < 1.0:
         raise ConfigError(f"voxel_dropout must be in [0, 1), got {model.voxel_dropout}")
-    if config.inference.samples < 0 or config.inference.temperature < 0:
-        raise ConfigError("inference.samples and inference.temperature must be non-negative")
+    inference = config.inference
+    if inference.samples < 0 or inference.temperature < -1 or -1 < inference.temperature < 0:
+        raise ConfigError("inference.samples must be non-negative, inference.temperature non-negative or -1 (choose)")
+    if any(t < 0 for t in inference.temperature_candidates):
+        raise ConfigError("inference.temperature_candidates must be non-negative")
     if train.eval_every < 1 or train.checkpoint_every < 1:
         raise ConfigError("eval_every and checkpoint_every must be at least 1")
 

@@ -239,7 +239,7 @@ def prepare_for_checkpoint(
             f"{dataset.source}: {dataset.n_voxels} voxels, but {checkpoint.path} was trained on {trained['n_voxels']}"
         )
     train = checkpoint.config.train
-    data = prepare(dataset, train.val_trials, train.split_seed, train.selected_voxels)
+    data = prepare(dataset, train.val_trials, train.split_seed, train.selected_voxels, train.shipped_prior)
     if dataset.fingerprint != trained["fingerprint"]:
         warn(
             f"warning: evaluating on data {dataset.fingerprint} ({dataset.source}), but {checkpoint.path} "
@@ -371,7 +371,9 @@ def evaluate(
             "run": str(checkpoint.run), "path": str(checkpoint.path), "step": checkpoint.step,
             "selected_by": checkpoint.selected_by, "stage": meta["stage"], "epoch_in_stage": meta["epoch_in_stage"],
             "val_score": None if meta["val_score"] == NO_SCORE else meta["val_score"],
-            "inference": dataclasses.asdict(checkpoint.config.inference),
+            "inference": {
+                "samples": checkpoint.config.inference.samples, "temperature": checkpoint.config.inference.temperature
+            },
             "inference_as_trained": checkpoint.config.inference == config_lib.from_dict(meta["config"]).inference,
         },
         "data": {

@@ -20,6 +20,15 @@ def feature_nll(features: jax.Array, target_features: jax.Array) -> jax.Array:
     return jnp.mean(0.5 * jnp.sum(diff.reshape(diff.shape[0], -1) ** 2, axis=-1))
 
 
+def pixel_nll(images: jax.Array, target_images: jax.Array) -> jax.Array:
+    """Gaussian NLL of the target's pixels under N(images, I), without its constant: 1/2 squared error.
+
+    Summed over pixels, averaged over the batch; the target is a constant (no gradient flows into it).
+    """
+    diff = images - jax.lax.stop_gradient(target_images)
+    return jnp.mean(0.5 * jnp.sum(diff.reshape(diff.shape[0], -1) ** 2, axis=-1))
+
+
 def gan_bce(logits: jax.Array, target: float) -> jax.Array:
     """Binary cross-entropy of D's logits against a (possibly smoothed) constant label."""
     return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, target)))

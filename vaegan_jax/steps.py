@@ -72,8 +72,11 @@ def loss_weights(learner: str, config: LossConfig) -> dict[str, float]:
     """Weights of the shared loss terms in a learner's loss (Larsen et al.: no GAN term for encoders)."""
     return {
         "discriminator": {"gan_discriminator": 1.0},
-        "generator": {"llike": config.gamma, "gan_generator": 1.0},
-        "encoder": {"kl": config.kl_weight, "llike": config.llike_weight, "latent_distill": config.latent_distill},
+        "generator": {"llike": config.gamma, "pixel": config.pixel_weight, "gan_generator": 1.0},
+        "encoder": {
+            "kl": config.kl_weight, "llike": config.llike_weight, "pixel": config.pixel_weight,
+            "latent_distill": config.latent_distill,
+        },
     }[role(learner)]
 
 
@@ -178,6 +181,7 @@ def loss_terms(
     terms = {
         "kl": losses.kl_to_standard_normal(mu, logvar),
         "llike": losses.feature_nll(fake_features, real_features),
+        "pixel": losses.pixel_nll(reconstruction, real),
         "gan_discriminator": gan_discriminator,
         "gan_generator": gan_generator,
         "latent_distill": (
@@ -341,8 +345,9 @@ def make_reconstruct(config: Config, encoder: str) -> Callable[[States, jax.Arra
     or the mean of G over posterior draws fixed by `key`, a model's base key).
     """
     networks = build_networks(config.model)
-    samples = config.inference.samples if encoder == "cognitive_encoder" else 0
     temperature = config.inference.temperature
+    # A temperature of -1 is one the run has yet to choose (choices.py): until then, the posterior mean.
+    samples = config.inference.samples if encoder == "cognitive_encoder" and temperature >= 0 else 0
 
     def reconstruct(states: States, inputs: jax.Array, key: jax.Array) -> jax.Array:
         def variables(name):

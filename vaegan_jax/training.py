@@ -24,12 +24,13 @@ from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 import vaegan_jax
+from vaegan_jax import choices
 from vaegan_jax import config as config_lib
 from vaegan_jax import metrics as metrics_lib
 from vaegan_jax.checkpoints import CheckpointStore, checkpoint_tree
 from vaegan_jax.config import Config
 from vaegan_jax.data.dataset import Dataset, Trials
-from vaegan_jax.data.prepare import PreparedData, prepare, to_model_images, to_native_images
+from vaegan_jax.data.prepare import PreparedData, prepare, select_voxels, to_model_images, to_native_images
 from vaegan_jax.errors import CheckpointError, ConfigError, VaeganError
 from vaegan_jax.images import labelled_grid, save_png
 from vaegan_jax.initialisation import ridge_initialised_cognitive_encoder
@@ -84,6 +85,10 @@ class RunPaths:
     @property
     def grid(self) -> Path:
         return self.root / "reconstructions.png"
+
+    @property
+    def choices(self) -> Path:
+        return self.root / "choices.json"
 
 
 def resolve_image_size(config: Config, dataset: Dataset) -> Config:
@@ -222,7 +227,9 @@ class Trainer:
         self.log = log if is_main_process() else _silent
         self.timing: dict[str, dict[str, float]] = {}
         train = self.config.train
-        self.data: PreparedData = prepare(dataset, train.val_trials, train.split_seed, train.selected_voxels)
+        self.data: PreparedData = prepare(
+            dataset, train.val_trials, train.split_seed, train.selected_voxels, train.shipped_prior
+        )
         if len(self.data.fit) < train.batch_size:
             raise ConfigError(f"batch size {train.batch_size} exceeds the {len(self.data.fit)} fitting trials")
         size = self.config.model.image_size
@@ -230,18 +237,25 @@ class Trainer:
         if train.use_extra_images and self.data.extra_images is not None:
             stage1_images = np.concatenate([stage1_images, self.data.extra_images])
         self.mesh = training_mesh(train.ensemble, train.batch_size)
-
-        def model_voxels(trials: Trials) -> jax.Array:
-            return jnp.asarray(self.data.model_voxels(trials))
-
-        self.arrays = replicate({
-            "images_only": {"image": to_model_images(stage1_images, size)},
-            "paired": {"image": to_model_images(self.data.fit.images, size), "voxels": model_voxels(self.data.fit)},
-            "val": {"image": to_model_images(self.data.val.images, size), "voxels": model_voxels(self.data.val)},
-            "test": {"image": to_model_images(self.data.test.images, size), "voxels": model_voxels(self.data.test)},
-        }, self.mesh)
+        self.stage1_images = replicate({"image": to_model_images(stage1_images, size)}, self.mesh)
         self.keys = place_members(member_keys(self.config), self.mesh)
         self.states = place_members(create_members(self.config, len(self.data.voxel_selection), self.keys), self.mesh)
+        self._build_programs()
+        self.offsets = stage_offsets(self.config)
+        self.epochs_done = 0
+
+    def _build_programs(self) -> None:
+        """The data on the device and the compiled functions, for the current config and voxel selection."""
+        size = self.config.model.image_size
+
+        def split_arrays(trials: Trials) -> dict[str, jax.Array]:
+            return {"image": to_model_images(trials.images, size), "voxels": jnp.asarray(self.data.model_voxels(trials))}
+
+        self.arrays = {
+            "images_only": self.stage1_images,
+            **replicate({split: split_arrays(getattr(self.data, split)) for split in ("fit", "val", "test")}, self.mesh),
+        }
+        self.arrays["paired"] = self.arrays.pop("fit")
         self.epoch_runners = {
             s.number: EpochRunner(self.config, s, len(self.arrays["paired" if s.paired else "images_only"]["image"]), self.mesh)
             for s in STAGES
@@ -252,18 +266,47 @@ class Trainer:
             "fmri": jax.jit(jax.vmap(make_reconstruct(self.config, "cognitive_encoder"), **each_member)),
             "image": jax.jit(jax.vmap(make_reconstruct(self.config, "visual_encoder"), **each_member)),
         }
-        self.offsets = stage_offsets(self.config)
-        self.epochs_done = 0
+
+    def choose_settings(self) -> choices.Choice:
+        """Choose what the config leaves to the run (choices.py) on the fit trials, then rebuild what depends on it.
+
+        The cognitive encoder is made afresh for the chosen voxels (stage II starts it from ridge anyway);
+        config.json and choices.json record the choice, so a resumed run and eval.py use it too.
+        """
+        states, keys = fetch((self.states, self.keys))
+        members = range(self.config.train.ensemble)
+        choice = choices.choose(
+            self.config, [take_member(states, k) for k in members], [keys[k] for k in members],
+            self.data.fit.voxels, self.data.fit.images,
+        )
+        self.config = choices.apply(self.config, choice)
+        selection = select_voxels(self.data.fit.voxels, self.data.fit.images, choice.selected_voxels)
+        self.data = dataclasses.replace(self.data, voxel_selection=selection)
+        fresh = place_members(create_members(self.config, len(selection), self.keys), self.mesh)
+        self.states = {**self.states, "cognitive_encoder": fresh["cognitive_encoder"]}
+        self._build_programs()
+        if is_main_process():
+            write_json(self.paths.config, config_lib.to_dict(self.config))
+            write_json(self.paths.choices, {
+                "chosen": {"train.selected_voxels": choice.selected_voxels, "inference.temperature": choice.temperature},
+                "criterion": "pcc", "folds": choice.folds, "trials": "fit", "candidates": choice.candidates,
+            })
+        self.log(choice.describe())
+        return choice
 
     def summary(self) -> str:
         """A few lines on what this run is about to do."""
         cfg, data = self.config, self.data
         extra = 0 if data.extra_images is None or not cfg.train.use_extra_images else len(data.extra_images)
+        reads = f"{len(data.voxel_selection)} of {self.dataset.n_voxels}"
+        if choices.needs_choice(cfg):
+            reads = "the voxels that cross-validation on the fit trials chooses after stage I (choices.json)"
         return "\n".join([
             f"data     {self.dataset.summary()}",
             f"split    fit {len(data.fit)} / val {len(data.val)} / test {len(data.test)} trials "
             f"(+{extra} image-only for stage I); voxels z-scored with fit-trial statistics, the cognitive "
-            f"encoder reads {len(data.voxel_selection)} of {self.dataset.n_voxels}",
+            f"encoder reads {reads}",
+            f"prior    stage I's image-only images: {data.extra_source if extra else 'none'}",
             f"model    preset {cfg.preset}: {cfg.model.image_size}x{cfg.model.image_size} images, "
             f"latent {cfg.model.latent_dim}, batch {cfg.train.batch_size}, epochs I/II/III {cfg.train.epochs}",
             f"members  {cfg.train.ensemble} (seeds {cfg.train.seed}..{cfg.train.seed + cfg.train.ensemble - 1}) "
@@ -466,6 +509,10 @@ class Trainer:
         try:
             with SummaryWriter(str(self.paths.tensorboard), write_to_disk=is_main_process()) as writer:
                 for stage in STAGES:
+                    if stage.paired and choices.needs_choice(self.config):
+                        start = time.perf_counter()
+                        self.choose_settings()
+                        timing["choices"] = {"seconds": round(time.perf_counter() - start, 3)}
                     stage_end = self.offsets[stage.number - 1] + self.config.train.epochs[stage.number - 1]
                     if self.epochs_done < stage_end:
                         self.epochs_done = max(self.epochs_done, self.offsets[stage.number - 1])
@@ -551,6 +598,7 @@ def run_training(
     trainer = Trainer(config, dataset, paths, interrupt=interrupt, progress=progress, log=log)
     _check_free_space(paths, trainer.checkpoint_arrays())
     info = run_info(trainer.config, dataset, argv)
+    info["stage1_extra_images"] = trainer.data.extra_source if trainer.config.train.use_extra_images else "none"
     if resume:
         # Validates the checkpoint before the run folder is touched.
         trainer.resume()

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaegan_jax.data import handwriting
 from vaegan_jax.data.dataset import Dataset, Trials, VoxelScaler, carve_validation
 
 
@@ -17,7 +18,8 @@ class PreparedData:
 
     fit: trials the networks learn from; val: trials carved from the training split for model selection;
     test: the standard test split, used only for the final report. Every split keeps all its voxels (the
-    baselines read them all); `voxel_selection` names those the cognitive encoder reads.
+    baselines read them all); `voxel_selection` names those the cognitive encoder reads. extra_images:
+    image-only images for stage I, described by `extra_source`.
     """
 
     fit: Trials
@@ -26,6 +28,7 @@ class PreparedData:
     extra_images: np.ndarray | None
     scaler: VoxelScaler
     voxel_selection: np.ndarray
+    extra_source: str = "none"
 
     def model_voxels(self, trials: Trials) -> np.ndarray:
         """The z-scored voxels of `trials` that the cognitive encoder reads."""
@@ -33,8 +36,8 @@ class PreparedData:
 
 
 def selection_size(n_voxels: int, n: int) -> int:
-    """How many voxels a selection of n keeps out of n_voxels (all when n is 0 or at least n_voxels)."""
-    return n_voxels if n == 0 else min(n, n_voxels)
+    """How many voxels a selection of n keeps out of n_voxels: all when n is 0, -1 (not chosen yet) or at least n_voxels."""
+    return n_voxels if n <= 0 else min(n, n_voxels)
 
 
 def select_voxels(voxels: np.ndarray, images: np.ndarray, n: int) -> np.ndarray:
@@ -61,18 +64,38 @@ def select_voxels(voxels: np.ndarray, images: np.ndarray, n: int) -> np.ndarray:
     return np.sort(np.argsort(-strongest, kind="stable")[:n])
 
 
-def prepare(dataset: Dataset, val_trials: int, seed: int, selected_voxels: int = 0) -> PreparedData:
-    """Carve the validation split, z-score every split's voxels and select voxels, with the fit trials' statistics."""
+def image_only_extras(dataset: Dataset, shipped_prior: bool) -> tuple[np.ndarray | None, str]:
+    """Stage I's image-only images and where they come from: the data set's own, else (if allowed and the
+    images are 28x28) the shipped MNIST sixes and nines less any copy of the data set's 100-odd stimuli."""
+    if dataset.extra_images is not None:
+        return dataset.extra_images, f"the data set's own {len(dataset.extra_images)}"
+    if not shipped_prior or dataset.image_size != handwriting.SIDE:
+        return None, "none"
+    # The test stimuli are read here for one purpose only: no copy of them may reach training.
+    stimuli = np.concatenate([dataset.train.images, dataset.test.images])
+    prior = handwriting.prior_without_stimuli(stimuli)
+    return prior.images, prior.describe()
+
+
+def prepare(
+    dataset: Dataset, val_trials: int, seed: int, selected_voxels: int = 0, shipped_prior: bool = False
+) -> PreparedData:
+    """Carve the validation split, z-score every split's voxels and select voxels, with the fit trials' statistics.
+
+    With `shipped_prior`, a data set without image-only extras gets the shipped handwriting (`image_only_extras`).
+    """
     fit, val = carve_validation(dataset.train, val_trials, seed)
     scaler = VoxelScaler.fit(fit.voxels)
     fit = fit.with_voxels(scaler.transform(fit.voxels))
+    extras, source = image_only_extras(dataset, shipped_prior)
     return PreparedData(
         fit=fit,
         val=val.with_voxels(scaler.transform(val.voxels)),
         test=dataset.test.with_voxels(scaler.transform(dataset.test.voxels)),
-        extra_images=dataset.extra_images,
+        extra_images=extras,
         scaler=scaler,
         voxel_selection=select_voxels(fit.voxels, fit.images, selected_voxels),
+        extra_source=source,
     )
 
 

@@ -1,0 +1,104 @@
+"""Settings a run chooses on its own fit trials: voxel count and decoding temperature (choices.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from vaegan_jax import choices
+from vaegan_jax import config as config_lib
+from vaegan_jax.config import Config
+from vaegan_jax.data import Dataset
+from vaegan_jax.data.prepare import prepare, select_voxels
+from vaegan_jax.errors import ConfigError
+from vaegan_jax.evaluation import load_checkpoint
+from vaegan_jax.steps import create_states, member_keys
+from vaegan_jax.training import resolve_image_size, run_training
+
+CHOOSING = [
+    "model.cognitive_hidden=0", "train.cognitive_init=ridge", "train.selected_voxels=-1",
+    "inference.temperature=-1", "inference.samples=4", "train.voxel_candidates=4,8,0",
+    "inference.temperature_candidates=0,1", "train.choice_folds=4", "train.epochs=1,1,1",
+]
+
+
+@pytest.fixture(scope="module")
+def choosing_config(tiny_config: Config) -> Config:
+    return config_lib.override(tiny_config, CHOOSING)
+
+
+@pytest.fixture(scope="module")
+def chosen_run(choosing_config: Config, dataset: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("choices") / "run"
+    run_training(choosing_config, dataset, out, progress=False, log=lambda message: None)
+    return out
+
+
+def test_the_run_records_its_choice_and_its_evidence(chosen_run: Path, dataset: Dataset) -> None:
+    record = json.loads((chosen_run / "choices.json").read_text())
+    candidates = record["candidates"]
+    assert {(row["selected_voxels"], row["temperature"]) for row in candidates} == {
+        (n, t) for n in (4, 8, 0) for t in (0.0, 1.0)
+    }
+    best = max(candidates, key=lambda row: row["pcc"])
+    chosen = record["chosen"]
+    assert (chosen["train.selected_voxels"], chosen["inference.temperature"]) == (best["selected_voxels"], best["temperature"])
+    assert record["trials"] == "fit" and record["folds"] == 4
+    saved = config_lib.from_dict(json.loads((chosen_run / "config.json").read_text()))
+    assert saved.train.selected_voxels == best["selected_voxels"]
+    assert saved.inference.temperature == best["temperature"]
+    assert not choices.needs_choice(saved)
+
+
+def test_checkpoints_after_the_choice_read_the_chosen_voxels(chosen_run: Path, dataset: Dataset) -> None:
+    checkpoint = load_checkpoint(str(chosen_run))
+    chosen = json.loads((chosen_run / "choices.json").read_text())["chosen"]["train.selected_voxels"]
+    voxels = checkpoint.meta["split"]["voxels"]
+    assert len(voxels) == (chosen or dataset.n_voxels)
+    assert checkpoint.config.train.selected_voxels == chosen
+    kernel = checkpoint.states["cognitive_encoder"].params["mu"]["kernel"]
+    assert kernel.shape[-2] == len(voxels)
+
+
+@pytest.fixture(scope="module")
+def stage1_networks(choosing_config: Config, dataset: Dataset) -> tuple:
+    """(config, members, keys, fit voxels, fit images) with freshly initialised networks."""
+    config = resolve_image_size(choosing_config, dataset)
+    data = prepare(dataset, 4, 0)
+    states = create_states(config, dataset.n_voxels, jax.random.key(0))
+    return config, [states], [member_keys(config)[0]], data.fit.voxels, data.fit.images
+
+
+def test_a_trial_is_decoded_by_a_readout_fitted_without_it(stage1_networks: tuple) -> None:
+    config, members, keys, voxels, images = stage1_networks
+    args = ((4, 0), (0.0, 1.0), 4)
+    before = choices.out_of_fold_reconstructions(config, members, keys, voxels, images, *args)
+    assert set(before) == {(4, 0.0), (4, 1.0), (0, 0.0), (0, 1.0)}
+    # Trial 0's own stimulus is used only by the other folds' fits: its reconstruction cannot change.
+    changed = images.copy()
+    changed[0] = 1.0 - changed[0]
+    after = choices.out_of_fold_reconstructions(config, members, keys, voxels, changed, *args)
+    for candidate in before:
+        np.testing.assert_array_equal(after[candidate][0], before[candidate][0])
+        assert not np.array_equal(after[candidate], before[candidate])
+
+
+def test_selection_matches_a_fresh_one(chosen_run: Path, dataset: Dataset) -> None:
+    checkpoint = load_checkpoint(str(chosen_run))
+    train = checkpoint.config.train
+    data = prepare(dataset, train.val_trials, train.split_seed)
+    expected = select_voxels(data.fit.voxels, data.fit.images, train.selected_voxels)
+    assert checkpoint.meta["split"]["voxels"] == expected.tolist()
+
+
+@pytest.mark.parametrize(
+    "assignments",
+    [["train.selected_voxels=-2"], ["inference.temperature=-0.5"], ["train.selected_voxels=-1"]],
+)
+def test_invalid_choice_settings_are_refused(tiny_config: Config, assignments: list[str]) -> None:
+    with pytest.raises(ConfigError):
+        config_lib.override(tiny_config, assignments)

@@ -1,0 +1,110 @@
+"""The shipped handwritten digits and the image-only prior built from them for data sets without extras."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from vaegan_jax.data import handwriting
+from vaegan_jax.data.dataset import Dataset, Trials, make_dataset
+from vaegan_jax.data.prepare import image_only_extras, prepare
+
+
+def pixel_pcc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) Pearson correlations of flattened images, with numpy's own corrcoef."""
+    rows = np.concatenate([a.reshape(len(a), -1), b.reshape(len(b), -1)]).astype(np.float64)
+    return np.corrcoef(rows)[: len(a), len(a) :]
+
+
+def test_shipped_digits_are_upright_sixes_and_nines() -> None:
+    images, labels = handwriting.load_digits()
+    assert images.shape == (1000, 28, 28) and images.dtype == np.uint8
+    np.testing.assert_array_equal(labels, np.repeat([handwriting.SIX, handwriting.NINE], 500))
+    sixes, nines = images[labels == handwriting.SIX].mean(axis=0), images[labels == handwriting.NINE].mean(axis=0)
+    assert sixes[14:].sum() > 1.2 * sixes[:14].sum()
+    # A nine's loop sits on top: its upper half holds more of its ink than a six's does.
+    assert nines[:14].sum() / nines.sum() > 1.2 * sixes[:14].sum() / sixes.sum()
+    assert len({image.tobytes() for image in images}) == 1000
+
+
+def test_near_duplicates_catch_copies_and_spare_other_digits() -> None:
+    images, _ = handwriting.load_digits()
+    rng = np.random.default_rng(0)
+    stimuli = images[[3, 600, 999]].astype(np.float64)
+    copies = np.stack([
+        stimuli[0],
+        np.roll(stimuli[1], 1, axis=1),
+        np.clip(stimuli[2] + rng.integers(-3, 4, stimuli[2].shape), 0, 255),
+    ])
+    assert handwriting.near_duplicates(copies, stimuli).all()
+    flagged = handwriting.near_duplicates(images, stimuli)
+    # Only the stimuli themselves: no other shipped digit is that close to them.
+    assert np.flatnonzero(flagged).tolist() == [3, 600, 999]
+    assert not handwriting.near_duplicates(images, stimuli[:, :14, :14]).any()
+
+
+def test_prior_never_holds_a_copy_of_a_stimulus() -> None:
+    images, _ = handwriting.load_digits()
+    rng = np.random.default_rng(1)
+    picks = rng.choice(1000, 40, replace=False)
+    stimuli = images[picks].astype(np.float32) / 255
+    stimuli[:10] = np.roll(stimuli[:10], -1, axis=2)
+    prior = handwriting.prior_without_stimuli(stimuli, size=1200)
+    assert prior.images.shape == (1200, 28, 28) and prior.images.dtype == np.float32
+    assert prior.images.min() >= 0 and prior.images.max() <= 1
+    assert prior.n_removed >= 40 and prior.n_real == 1000 - prior.n_removed
+    assert prior.n_real + prior.n_elastic == 1200
+    # Checked with numpy's corrcoef, every shift of at most one pixel: nothing close to a stimulus is left.
+    worst = max(
+        pixel_pcc(np.roll(prior.images, (dy, dx), axis=(1, 2)), stimuli).max()
+        for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+    )
+    assert worst < handwriting.NEAR_DUPLICATE_PCC
+    assert "removed" in prior.describe() and str(prior.n_removed) in prior.describe()
+
+
+def test_elastic_variants_stay_digits_but_differ() -> None:
+    images, _ = handwriting.load_digits()
+    variants = handwriting.elastic_variants(np.random.default_rng(0), images[:50])
+    assert variants.dtype == np.uint8 and variants.shape == (50, 28, 28)
+    similarity = np.diag(pixel_pcc(variants, images[:50]))
+    assert np.all(similarity < 0.99) and np.median(similarity) > 0.5
+
+
+@pytest.fixture(scope="module")
+def digits_dataset() -> Dataset:
+    """A 28x28 data set of 30 shipped digits (24 train, 6 test) with random voxels and no extras."""
+    images, labels = handwriting.load_digits()
+    picks = np.r_[0:15, 500:515]
+    rng = np.random.default_rng(0)
+    pixels, voxels = images[picks].astype(np.float32) / 255, rng.normal(size=(30, 8)).astype(np.float32)
+    train, test = np.r_[0:12, 15:27], np.r_[12:15, 27:30]
+    return make_dataset(
+        "digits", "test", Trials(pixels[train], voxels[train], labels[picks][train].astype(np.int64), train),
+        Trials(pixels[test], voxels[test], labels[picks][test].astype(np.int64), test), None, "0" * 64,
+    )
+
+
+def test_a_data_set_without_extras_gets_the_shipped_prior(digits_dataset: Dataset) -> None:
+    extras, source = image_only_extras(digits_dataset, shipped_prior=True)
+    assert extras is not None and len(extras) == handwriting.PRIOR_SIZE
+    assert "30 removed" in source
+    stimuli = np.concatenate([digits_dataset.train.images, digits_dataset.test.images])
+    assert pixel_pcc(extras, stimuli).max() < handwriting.NEAR_DUPLICATE_PCC
+    assert image_only_extras(digits_dataset, shipped_prior=False) == (None, "none")
+    prepared = prepare(digits_dataset, 4, 0, shipped_prior=True)
+    assert prepared.extra_images is not None and prepared.extra_source == source
+
+
+def test_own_extras_win_and_other_sizes_get_none(digits_dataset: Dataset) -> None:
+    own = np.zeros((3, 28, 28), np.float32)
+    extras, source = image_only_extras(dataclasses.replace(digits_dataset, extra_images=own), shipped_prior=True)
+    assert extras is own and "own 3" in source
+    small = dataclasses.replace(
+        digits_dataset,
+        train=dataclasses.replace(digits_dataset.train, images=digits_dataset.train.images[:, :16, :16]),
+        test=dataclasses.replace(digits_dataset.test, images=digits_dataset.test.images[:, :16, :16]),
+    )
+    assert image_only_extras(small, shipped_prior=True) == (None, "none")

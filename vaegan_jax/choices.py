@@ -1,0 +1,124 @@
+"""Settings a run chooses for itself on its own fit trials: the voxel count and the decoding temperature.
+
+Which voxels carry the stimulus, and how far to trust the fMRI posterior, differ between data sets; a
+default tuned on one is a guess on the next. After stage I, before stage II, the run cross-validates the
+fMRI path's linear start over its fit trials (never the validation or test trials): in each of K folds,
+on the other folds only, it z-scores the voxels, selects voxels and fits the ridge-initialised cognitive
+encoder onto the trained visual latent, then decodes the held-out fold with the trained generator at every
+candidate temperature. Scores pool the out-of-fold reconstructions of all fit trials; the candidate with
+the highest pooled PCC wins (the measure that also picks the best checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaegan_jax import metrics
+from vaegan_jax.config import Config, InferenceConfig
+from vaegan_jax.data.dataset import VoxelScaler
+from vaegan_jax.data.prepare import select_voxels, selection_size, to_model_images, to_native_images
+from vaegan_jax.initialisation import ridge_initialised_cognitive_encoder
+from vaegan_jax.steps import States, create_states, make_reconstruct
+
+AUTO = -1
+MEASURES = ("pcc", "mse", "ssim", "ident_2way")
+FOLD_SEED = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The chosen voxel count (0: every voxel) and temperature, and every candidate's cross-validated figures."""
+
+    selected_voxels: int
+    temperature: float
+    folds: int
+    candidates: list[dict[str, Any]]
+
+    def describe(self) -> str:
+        """One line for the run's log."""
+        best = max(self.candidates, key=lambda row: row["pcc"])
+        voxels = "every voxel" if self.selected_voxels == 0 else f"{self.selected_voxels} voxels"
+        return (
+            f"chose {voxels}, decoding temperature {self.temperature:g} by {self.folds}-fold cross-validation "
+            f"on the fit trials (PCC {best['pcc']:.4f} of {len(self.candidates)} candidates)"
+        )
+
+
+def needs_choice(config: Config) -> bool:
+    """Whether the config leaves the voxel count or the temperature to the run (value -1)."""
+    return config.train.selected_voxels == AUTO or config.inference.temperature == AUTO
+
+
+def _decode(config: Config, states: States, voxels: np.ndarray, key: jax.Array, temperature: float, size: int) -> np.ndarray:
+    decoding = dataclasses.replace(
+        config, inference=InferenceConfig(samples=config.inference.samples if temperature > 0 else 0, temperature=temperature)
+    )
+    return to_native_images(make_reconstruct(decoding, "cognitive_encoder")(states, jnp.asarray(voxels), key), size)
+
+
+def out_of_fold_reconstructions(
+    config: Config,
+    members: list[States],
+    keys: list[jax.Array],
+    voxels: np.ndarray,
+    images: np.ndarray,
+    voxel_counts: tuple[int, ...],
+    temperatures: tuple[float, ...],
+    folds: int,
+) -> dict[tuple[int, float], np.ndarray]:
+    """(voxel count, temperature) -> each trial's reconstruction by a readout fitted without its fold.
+
+    Each member's stage-I networks decode; the members' images are averaged, as the model's reconstruction is.
+    A count of 0 (or one above the voxels there are) means every voxel.
+    """
+    size = images.shape[1]
+    order = np.random.default_rng(FOLD_SEED).permutation(len(images))
+    counts = sorted({0 if selection_size(voxels.shape[1], n) == voxels.shape[1] else n for n in voxel_counts})
+    pooled = {(n, t): np.zeros(images.shape, np.float32) for n in counts for t in temperatures}
+    for held_out in np.array_split(order, folds):
+        train = np.setdiff1d(np.arange(len(images)), held_out)
+        scaler = VoxelScaler.fit(voxels[train])
+        fit_voxels, held_voxels = scaler.transform(voxels[train]), scaler.transform(voxels[held_out])
+        model_images = to_model_images(images[train], config.model.image_size)
+        for n in counts:
+            kept = select_voxels(fit_voxels, images[train], n)
+            fresh = create_states(config, len(kept), jax.random.key(0))["cognitive_encoder"]
+            for trained, key in zip(members, keys):
+                states = ridge_initialised_cognitive_encoder(
+                    config, {**trained, "cognitive_encoder": fresh}, jnp.asarray(fit_voxels[:, kept]), model_images
+                )
+                for t in temperatures:
+                    decoded = _decode(config, states, held_voxels[:, kept], key, t, size)
+                    pooled[(n, t)][held_out] += decoded / len(members)
+    return pooled
+
+
+def choose(
+    config: Config, members: list[States], keys: list[jax.Array], voxels: np.ndarray, images: np.ndarray
+) -> Choice:
+    """Fill in the settings the config leaves to the run (-1), each candidate scored on its out-of-fold reconstructions."""
+    train, inference = config.train, config.inference
+    voxel_counts = train.voxel_candidates if train.selected_voxels == AUTO else (train.selected_voxels,)
+    temperatures = inference.temperature_candidates if inference.temperature == AUTO else (inference.temperature,)
+    folds = min(train.choice_folds, len(images))
+    reconstructions = out_of_fold_reconstructions(config, members, keys, voxels, images, voxel_counts, temperatures, folds)
+    rows = []
+    for (n, t), pooled in reconstructions.items():
+        scores = metrics.reconstruction_metrics(images, pooled)
+        rows.append({"selected_voxels": n, "temperature": t, **{m: float(np.mean(scores[m])) for m in MEASURES}})
+    best = max(rows, key=lambda row: row["pcc"])
+    return Choice(best["selected_voxels"], best["temperature"], folds, rows)
+
+
+def apply(config: Config, choice: Choice) -> Config:
+    """The config with the chosen settings written in."""
+    return dataclasses.replace(
+        config,
+        train=dataclasses.replace(config.train, selected_voxels=choice.selected_voxels),
+        inference=dataclasses.replace(config.inference, temperature=choice.temperature),
+    )
