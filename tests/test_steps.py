@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaegan_jax.config import Config
+from vaegan_jax import config as config_lib
+from vaegan_jax.config import Config, LossConfig
 from vaegan_jax.data import Dataset
-from vaegan_jax.models import NETWORKS
-from vaegan_jax.steps import STAGES, Stage, States, TrainState, create_states, loss_weights, make_update_step
+from vaegan_jax.models import NETWORKS, build_networks
+from vaegan_jax.steps import STAGES, Stage, States, TrainState, create_states, make_update_step
 from vaegan_jax.training import Trainer, resolve_image_size
+
+from conftest import assert_trees_identical, flat_arrays
 
 BATCH = 5
 Setup = tuple[Config, States, dict[str, jax.Array]]
 STAGE_LEARNERS = [(stage, learner) for stage in STAGES for learner in stage.learners]
+# Distinct weights, none of them 1 or 0, so that a term weighted by another's weight or dropped shows; gamma
+# 2^-20, small as in the presets, so that the generator's step follows its GAN term.
+WEIGHTS = ["loss.kl_weight=0.25", "loss.llike_weight=0.0625", "loss.gamma=9.5367431640625e-07", "loss.latent_distill=0.5"]
+
+
+def expected_loss(learner: str, terms: dict[str, float], loss: LossConfig) -> float:
+    """A learner's loss from its terms, as Larsen et al. (2016) and method.md weigh them: the encoders
+    minimise KL and the feature loss (plus, in stage II, the distance to the image path's latent); the
+    generator the GAN term and gamma times the feature loss; the discriminator its GAN term alone."""
+    if learner == "discriminator":
+        return terms["gan_discriminator"]
+    if learner == "generator":
+        return loss.gamma * terms["llike"] + terms["gan_generator"]
+    return loss.kl_weight * terms["kl"] + loss.llike_weight * terms["llike"] + loss.latent_distill * terms["latent_distill"]
 
 
 def changed_leaves(before: object, after: object) -> list[bool]:
@@ -30,8 +49,8 @@ def copy_states(states: States) -> States:
 
 @pytest.fixture(scope="module")
 def setup(tiny_config: Config, dataset: Dataset) -> Setup:
-    """Freshly initialised states of the tiny networks and one random batch."""
-    config = resolve_image_size(tiny_config, dataset)
+    """Freshly initialised states of the tiny networks (loss weights `WEIGHTS`) and one random batch."""
+    config = resolve_image_size(config_lib.override(tiny_config, WEIGHTS), dataset)
     size = config.model.image_size
     states = create_states(config, dataset.n_voxels, jax.random.key(0))
     key_image, key_voxels = jax.random.split(jax.random.key(1))
@@ -57,18 +76,93 @@ def test_an_update_step_moves_every_parameter_of_its_own_network(setup: Setup, s
     assert all(changed_leaves(old_state.batch_stats, new_state.batch_stats))
     assert int(new_state.step) == int(old_state.step) + 1
     # The reported loss is the learner's weighted sum of its terms, and finite.
-    weights = loss_weights(learner, config.loss)
-    expected = sum(w * float(metrics[f"{learner}/{term}"]) for term, w in weights.items() if w != 0)
-    assert float(metrics[f"loss/{learner}"]) == pytest.approx(expected, rel=1e-5)
+    terms = {key.split("/")[1]: float(value) for key, value in metrics.items() if key.startswith(f"{learner}/")}
+    assert float(metrics[f"loss/{learner}"]) == pytest.approx(expected_loss(learner, terms, config.loss), rel=1e-5)
     assert np.isfinite(float(metrics[f"loss/{learner}"])) and float(metrics[f"grad_norm/{learner}"]) > 0
 
 
-def test_encoders_get_no_gan_gradient_and_the_discriminator_no_feature_loss(tiny_config: Config) -> None:
-    # Larsen et al.: L_GAN is not back-propagated into the encoder; D never minimises L_llike.
-    assert set(loss_weights("visual_encoder", tiny_config.loss)) == {"kl", "llike", "latent_distill"}
-    assert set(loss_weights("cognitive_encoder", tiny_config.loss)) == {"kl", "llike", "latent_distill"}
-    assert set(loss_weights("discriminator", tiny_config.loss)) == {"gan_discriminator"}
-    assert loss_weights("generator", tiny_config.loss) == {"llike": tiny_config.loss.gamma, "gan_generator": 1.0}
+def _updated(config: Config, stage: Stage, learner: str, setup: Setup) -> dict[str, np.ndarray]:
+    """The learner's parameters and statistics after one update from `setup`'s states and batch under `config`."""
+    _, states, batch = setup
+    new_state, _ = jax.jit(make_update_step(config, stage, learner))(states, batch, jax.random.key(2))
+    return flat_arrays((new_state.params, new_state.batch_stats))
+
+
+@pytest.mark.parametrize(("stage", "learner"), [(STAGES[0], "visual_encoder"), (STAGES[1], "cognitive_encoder")],
+                         ids=["stage1-visual_encoder", "stage2-cognitive_encoder"])
+def test_the_encoders_updates_ignore_the_gan_labels(setup: Setup, stage: Stage, learner: str) -> None:
+    # Larsen et al.: L_GAN is not back-propagated into the encoders, so other labels change nothing there,
+    # while the generator's update, which the GAN term drives, changes.
+    config = setup[0]
+    relabelled = config_lib.override(config, ["loss.real_label=0.95", "loss.generator_label=0.1"])
+    assert_trees_identical(_updated(relabelled, stage, learner, setup), _updated(config, stage, learner, setup))
+    assert any(changed_leaves(_updated(relabelled, STAGES[0], "generator", setup),
+                              _updated(config, STAGES[0], "generator", setup)))
+
+
+def test_the_discriminators_update_ignores_the_encoder_and_feature_loss_weights(setup: Setup) -> None:
+    # D never minimises L_llike (nor KL): other weights of those terms leave its update as it was.
+    config = setup[0]
+    reweighted = config_lib.override(config, ["loss.kl_weight=3", "loss.llike_weight=5", "loss.gamma=7",
+                                              "loss.latent_distill=9"])
+    for stage in STAGES:
+        assert_trees_identical(_updated(reweighted, stage, "discriminator", setup),
+                               _updated(config, stage, "discriminator", setup))
+
+
+def _apply(config: Config, states: States, name: str, x: jax.Array, train: bool = True) -> Any:
+    """A network's output; in training mode with batch statistics, as the learners see each other in a step."""
+    variables = {"params": states[name].params, "batch_stats": states[name].batch_stats}
+    network = build_networks(config.model)[name]
+    return network.apply(variables, x, train=True, mutable=["batch_stats"])[0] if train else network.apply(variables, x, train=False)
+
+
+def _slope(f: Any, before: Any, after: Any) -> float:
+    """How f changes along an update from parameters `before` to `after`, to first order.
+
+    RMSProp's first step moves every parameter by about 3 lr whatever the size of its gradient, and in
+    networks this small the curvature then swamps the change the loss asks for; its direction does not.
+    """
+    grads = jax.grad(f)(before)
+    return float(sum(jnp.sum(g * (b - a)) for g, a, b in zip(*map(jax.tree.leaves, (grads, before, after)))))
+
+
+@pytest.fixture(scope="module")
+def stage3(setup: Setup) -> tuple[Config, States, dict[str, jax.Array], jax.Array]:
+    """Stage III's inputs with a confident cognitive encoder (log-variance -30), so that the fakes of a step are
+    G(mu) of the batch's voxels, which the tests can rebuild: (config, states, batch, those fakes)."""
+    config, states, batch = setup
+    cognitive = states["cognitive_encoder"]
+    logvar = {"kernel": jnp.zeros_like(cognitive.params["logvar"]["kernel"]),
+              "bias": jnp.full_like(cognitive.params["logvar"]["bias"], -30.0)}
+    states = {**states, "cognitive_encoder": cognitive.replace(params={**cognitive.params, "logvar": logvar})}
+    mu, _ = _apply(config, states, "cognitive_encoder", batch["voxels"], train=False)
+    return config, states, batch, mu
+
+
+def test_a_discriminator_step_widens_the_gap_between_real_and_fake_logits(stage3) -> None:
+    config, states, batch, mu = stage3
+    fakes = _apply(config, states, "generator", mu)
+
+    def gap(params: Any) -> jax.Array:
+        with_params = {"discriminator": states["discriminator"].replace(params=params)}
+        real_logits, _ = _apply(config, with_params, "discriminator", batch["image"])
+        fake_logits, _ = _apply(config, with_params, "discriminator", fakes)
+        return jnp.mean(real_logits) - jnp.mean(fake_logits)
+
+    new_state, _ = jax.jit(make_update_step(config, STAGES[2], "discriminator"))(states, batch, jax.random.key(2))
+    assert _slope(gap, states["discriminator"].params, new_state.params) > 0
+
+
+def test_a_generator_step_raises_the_discriminators_logits_on_its_fakes(stage3) -> None:
+    config, states, batch, mu = stage3
+
+    def fake_logit(params: Any) -> jax.Array:
+        fakes = _apply(config, {"generator": states["generator"].replace(params=params)}, "generator", mu)
+        return jnp.mean(_apply(config, states, "discriminator", fakes)[0])
+
+    new_state, _ = jax.jit(make_update_step(config, STAGES[2], "generator"))(states, batch, jax.random.key(2))
+    assert _slope(fake_logit, states["generator"].params, new_state.params) > 0
 
 
 def test_the_stage_table_freezes_the_networks_of_method_md() -> None:
