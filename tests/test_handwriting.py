@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.io
 
-from vaegan_jax.data import handwriting
+from vaegan_jax import config as config_lib
+from vaegan_jax.config import Config
+from vaegan_jax.data import handwriting, load_dataset
 from vaegan_jax.data.dataset import Dataset, Trials, make_dataset
 from vaegan_jax.data.prepare import image_only_extras, prepare
+from vaegan_jax.training import RunPaths, Trainer
 
 
 def pixel_pcc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -108,3 +113,25 @@ def test_own_extras_win_and_other_sizes_get_none(digits_dataset: Dataset) -> Non
         test=dataclasses.replace(digits_dataset.test, images=digits_dataset.test.images[:, :16, :16]),
     )
     assert image_only_extras(small, shipped_prior=True) == (None, "none")
+
+
+def test_a_dgmm_file_of_doubles_trains_stage_one_on_the_shipped_prior(tmp_path: Path, tiny_config: Config) -> None:
+    # The real DGMM file: every variable of class double, no image-only extras.
+    images, labels = handwriting.load_digits()
+    picks = np.r_[0:45, 500:545, 45:50, 545:550]
+    rows = images[picks].transpose(0, 2, 1).reshape(100, -1).astype(np.float64)
+    voxels = np.random.default_rng(0).normal(size=(100, 12))
+    path = tmp_path / "digit69_28x28.mat"
+    scipy.io.savemat(path, {
+        "stimTrn": rows[:90], "stimTest": rows[90:], "fmriTrn": voxels[:90], "fmriTest": voxels[90:],
+        "labelTrn": labels[picks][:90, None].astype(np.float64), "labelTest": labels[picks][90:, None].astype(np.float64),
+    })
+    dataset = load_dataset(path)
+    assert dataset.extra_images is None
+    config = config_lib.override(tiny_config, ["train.use_extra_images=true"])
+    trainer = Trainer(config, dataset, RunPaths(tmp_path / "run"), progress=False)
+    assert "100 removed" in trainer.data.extra_source
+    assert len(trainer.arrays["images_only"]["image"]) == len(trainer.data.fit) + handwriting.PRIOR_SIZE
+    assert "shipped MNIST" in trainer.summary()
+    off = Trainer(config_lib.override(config, ["train.shipped_prior=false"]), dataset, RunPaths(tmp_path / "off"))
+    assert len(off.arrays["images_only"]["image"]) == len(off.data.fit)
