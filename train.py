@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import sys
 
 from vaegan_jax import cli
@@ -72,6 +73,11 @@ def main(argv: list[str]) -> int:
         )
     if not cli.is_main_process():
         return 0
+    if paths.choices.exists():
+        chosen = json.loads(paths.choices.read_text())["chosen"]
+        voxels = chosen["train.selected_voxels"] or "every"
+        print(f"\nchosen       {voxels} voxels, decoding temperature {chosen['inference.temperature']:g} "
+              f"(cross-validated on the fit trials: {paths.choices})")
     print(f"\nbest checkpoint: step {report['checkpoint_step']} (stage {report['stage']}, epoch {report['epoch_in_stage']}), chosen by validation PCC")
     print(f"{'split':6} {'path':6} {'PCC':>7} {'MSE':>7} {'SSIM':>7} {'2-way':>7}")
     for split in ("val", "test"):
@@ -85,6 +91,8 @@ def main(argv: list[str]) -> int:
         print(f"{'test':6} {'fmri':6} " + " ".join(f"{v:7.4f}" for v in row) + f"   member seed {member['seed']}")
     parts = [f"{name} {t['epochs']} epochs {t['seconds']:.1f} s ({t['seconds'] / t['epochs']:.3g} s/epoch)"
              for name, t in timing.items() if t.get("epochs")]
+    if "choices" in timing:
+        parts.insert(1, f"choices {timing['choices']['seconds']:.1f} s")
     parts.append(f"final report {timing['final_report']['seconds']:.1f} s")
     print(f"\ntime         {', '.join(parts)} (compilation included)")
     print(f"\nrun folder   {paths.root}\ncheckpoints  {paths.checkpoints}\ntensorboard  tensorboard --logdir {paths.tensorboard}"
