@@ -28,6 +28,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
 from vaegan_jax import config as config_lib  # noqa: E402
 from vaegan_jax.checkpoints import CheckpointStore  # noqa: E402
@@ -58,17 +59,21 @@ def draw_shapes(rng: np.random.Generator, labels: np.ndarray, side: int = 28) ->
     return np.rint(np.array(images) * 255).astype(np.uint8)
 
 
-def write_small_dataset(path: Path, seed: int = 0) -> Path:
-    """An .npz of drawn sixes and nines with voxels that carry a noisy linear code of the image."""
+def write_small_dataset(
+    path: Path, seed: int = 0, n_train: int = N_TRAIN, n_test: int = N_TEST, n_voxels: int = N_VOXELS, n_extra: int = 0
+) -> Path:
+    """An .npz of drawn sixes and nines with voxels that carry a noisy linear code of the image, and
+    `n_extra` image-only extras when asked."""
     rng = np.random.default_rng(seed)
-    labels = np.tile(np.array([1, 2]), (N_TRAIN + N_TEST) // 2)
+    labels = np.tile(np.array([1, 2]), (n_train + n_test) // 2)
     images = draw_shapes(rng, labels)
-    code = rng.normal(size=(images[0].size, N_VOXELS)) / images[0].size
-    voxels = images.reshape(len(images), -1) / 255.0 @ code + rng.normal(0.0, 0.01, (len(images), N_VOXELS))
+    code = rng.normal(size=(images[0].size, n_voxels)) / images[0].size
+    voxels = images.reshape(len(images), -1) / 255.0 @ code + rng.normal(0.0, 0.01, (len(images), n_voxels))
+    extras = {"extra_images": draw_shapes(rng, np.tile(np.array([1, 2]), n_extra // 2))} if n_extra else {}
     np.savez(
         path,
-        train_images=images[:N_TRAIN], train_voxels=voxels[:N_TRAIN], train_labels=labels[:N_TRAIN],
-        test_images=images[N_TRAIN:], test_voxels=voxels[N_TRAIN:], test_labels=labels[N_TRAIN:],
+        train_images=images[:n_train], train_voxels=voxels[:n_train], train_labels=labels[:n_train],
+        test_images=images[n_train:], test_voxels=voxels[n_train:], test_labels=labels[n_train:], **extras,
     )
     return path
 
@@ -136,6 +141,13 @@ def checkpoint_arrays(run: Path, template: Any, step: int | None = None) -> dict
     finally:
         store.close()
     return flat_arrays(arrays)
+
+
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of a run's TensorBoard folder as TensorBoard's own reader gives it: {tag: [(step, value)]}."""
+    accumulator = event_accumulator.EventAccumulator(str(folder), size_guidance={event_accumulator.SCALARS: 0})
+    accumulator.Reload()
+    return {tag: [(event.step, event.value) for event in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
 
 
 def flat_arrays(tree: Any) -> dict[str, np.ndarray]:

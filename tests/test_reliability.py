@@ -26,7 +26,9 @@ from vaegan_jax.errors import summary
 from vaegan_jax.data import Dataset
 from vaegan_jax.training import RunPaths, Trainer
 
-from conftest import REPO, TINY_ARGS, assert_trees_identical, checkpoint_arrays, run_train_py, write_small_dataset
+from conftest import (
+    REPO, TINY_ARGS, assert_trees_identical, checkpoint_arrays, run_train_py, tensorboard_scalars, write_small_dataset,
+)
 
 _spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
 train_cli = importlib.util.module_from_spec(_spec)
@@ -59,20 +61,40 @@ def saving(run: Path) -> bool:
     return folder.is_dir() and any("orbax-checkpoint-tmp" in p.name for p in folder.iterdir())
 
 
-def start_train_py(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, text=True,
+# train.py whose first checkpoint commit (orbax renames its temporary folder into place) never ends: the
+# folder stays until the process is killed, so a test cannot miss the moment, however busy the machine.
+STALLED_COMMIT = """
+import os, runpy, sys, time
+rename = os.rename
+def stalled(source, target, *args, **kwargs):
+    if "orbax-checkpoint-tmp" in os.fspath(source):
+        time.sleep(3600)
+    return rename(source, target, *args, **kwargs)
+os.rename = stalled
+sys.argv = ["train.py", *sys.argv[1:]]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def start_train_py(args: list[str], stall_commit: bool = False) -> subprocess.Popen:
+    script = ["-c", STALLED_COMMIT] if stall_commit else ["train.py"]
+    return subprocess.Popen([sys.executable, *script, *args], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def send_when(process: subprocess.Popen, condition: Callable[[], bool], sig: int) -> tuple[int, str, str]:
-    """Send `sig` to a running train.py as soon as `condition` holds; return (exit code, stdout, stderr)."""
+    """Send `sig` to a running train.py as soon as `condition` holds; return (exit code, stdout, stderr).
+
+    Each condition below lasts until the signal (a checkpoint folder, a stalled commit), so checking it
+    every 50 ms cannot miss it.
+    """
     deadline = time.monotonic() + 240
     while not condition():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             out, err = process.communicate()
             pytest.fail(f"train.py ended (or hung) before the moment to send {sig!r}:\n{out}\n{err}")
-        time.sleep(0.002)
+        time.sleep(0.05)
     process.send_signal(sig)
     out, err = process.communicate(timeout=240)
     return process.returncode, out, err
@@ -104,8 +126,7 @@ def test_an_aborted_run_exits_130_with_one_line(capsys: pytest.CaptureFixture) -
 def test_train_py_survives_sigint_and_sigkills_and_resumes_to_the_uninterrupted_result(
     data_file: Path, train_py_run: tuple[Path, subprocess.CompletedProcess], trained: Trainer, tmp_path: Path
 ) -> None:
-    reference, done = train_py_run
-    assert done.returncode == 0, done.stderr
+    reference, _ = train_py_run
     run = tmp_path / "run"
     args = [*TINY_ARGS, "--data", str(data_file), "--out", str(run)]
 
@@ -117,7 +138,7 @@ def test_train_py_survives_sigint_and_sigkills_and_resumes_to_the_uninterrupted_
     assert 1 <= interrupted_at < FINAL_STEP
 
     # SIGKILL while orbax writes a checkpoint, then SIGKILL just after one lands (while old ones are pruned).
-    code, _, _ = send_when(start_train_py([*args, "--resume"]), lambda: saving(run), signal.SIGKILL)
+    code, _, _ = send_when(start_train_py([*args, "--resume"], stall_commit=True), lambda: saving(run), signal.SIGKILL)
     assert code == -signal.SIGKILL
     killed_at = committed_steps(run)[-1]
     code, _, _ = send_when(start_train_py([*args, "--resume"]),
@@ -140,6 +161,11 @@ def test_train_py_survives_sigint_and_sigkills_and_resumes_to_the_uninterrupted_
         [PRUNED, *{str(store.latest_step()), str(store.best_step())}])
     assert not list((RunPaths(run).checkpoints / PRUNED).iterdir())
     assert len(json.loads(RunPaths(run).run_info.read_text())["resumed"]) == 3
+    # The four processes' TensorBoard logs, read back by TensorBoard's reader, hold the uninterrupted run's
+    # values at every epoch; an epoch logged before a kill and trained again after it appears twice, alike.
+    resumed = tensorboard_scalars(RunPaths(run).tensorboard)
+    assert {tag: list(dict.fromkeys(points)) for tag, points in resumed.items()} == tensorboard_scalars(
+        RunPaths(reference).tensorboard)
 
 
 def test_leftovers_of_a_killed_save_or_prune_are_ignored_and_removed(trained: Trainer, tmp_path: Path) -> None:
@@ -207,8 +233,7 @@ def test_the_same_seed_and_config_give_bit_identical_parameters(
     trained: Trainer, train_py_run: tuple[Path, subprocess.CompletedProcess]
 ) -> None:
     # One run in this process, one in a fresh `python train.py`: every array of every checkpoint agrees.
-    reference, done = train_py_run
-    assert done.returncode == 0, done.stderr
+    reference, _ = train_py_run
     store = CheckpointStore(trained.paths.checkpoints, read_only=True)
     assert committed_steps(reference) == store.steps()
     template = trained.checkpoint_arrays()
@@ -329,6 +354,7 @@ def _truncate_array_data(step: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncated state", "foreign step folder", "foreign metadata", "no config"])
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_resume_validates_the_checkpoint_before_touching_the_run(
     earlier_run: Path, data_file: Path, one_line_error: Callable[[], str], damage: str
 ) -> None:
@@ -348,8 +374,8 @@ def test_resume_validates_the_checkpoint_before_touching_the_run(
                 "foreign metadata": "not a vaegan_jax checkpoint", "no config": "nothing to resume"}[damage]
     refuse([*TINY_ARGS, "--data", str(data_file), "--out", str(earlier_run), "--resume"], one_line_error, expected)
     assert file_hashes(earlier_run) == before
-    # A failed restore leaves orbax's other read tasks unretrieved; collected here, asyncio's complaint about
-    # them goes to this test's captured log instead of the terminal at exit.
+    # Anything a failed restore left behind (reads that complete into a closed event loop) complains when
+    # collected: here, which fails the test, rather than on the terminal at exit.
     gc.collect()
 
 

@@ -11,10 +11,12 @@ step folder whole, and the next store opened on the folder removes the leftovers
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import orbax.checkpoint as ocp
@@ -158,9 +160,10 @@ class CheckpointStore:
         """Arrays shaped like `template` (on this machine's device) and the metadata of checkpoint `step`."""
         meta = self.read_meta(step)
         try:
-            restored = self._manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(template)))
-            )
+            with _event_loops_that_finish_their_tasks():
+                restored = self._manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(template)))
+                )
         except Exception as err:  # orbax raises many types for a damaged or mismatched folder
             raise CheckpointError(f"{self.directory}/{step}: cannot restore checkpoint ({summary(err)})") from None
         return restored["state"], meta
@@ -168,3 +171,35 @@ class CheckpointStore:
 
 def _val_score(metrics: dict[str, float]) -> float:
     return metrics["val_score"]
+
+
+class _FinishingEventLoop(asyncio.SelectorEventLoop):
+    """An event loop that lets its unfinished tasks end before it closes.
+
+    Orbax reads a checkpoint's arrays concurrently in a loop of its own; when one read fails (a damaged
+    file), it closes that loop with the other reads still under way, and when they complete, their
+    callbacks find the loop closed: Python reports "Event loop is closed" tracebacks, at exit at the latest.
+    """
+
+    def close(self) -> None:
+        pending = [task for task in asyncio.all_tasks(self) if not task.done()]
+        if pending and not self.is_running() and not self.is_closed():
+            # Reads of a local folder end in moments; the bound only keeps a stuck one from hanging the run.
+            self.run_until_complete(asyncio.wait(pending, timeout=60))
+        super().close()
+
+
+class _FinishingPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return _FinishingEventLoop()
+
+
+@contextlib.contextmanager
+def _event_loops_that_finish_their_tasks() -> Iterator[None]:
+    """While inside, new asyncio event loops (orbax makes one per restore) finish their tasks before closing."""
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_FinishingPolicy())
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(previous)
