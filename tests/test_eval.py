@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -22,7 +23,8 @@ from vaegan_jax.errors import ConfigError
 from vaegan_jax.data import load_synthetic
 from vaegan_jax.baselines import RidgeDecoder
 from vaegan_jax.evaluation import (
-    BASELINE_VOXELS, SCHEMA, comparison_grid, evaluate_run, load_checkpoint, locate_checkpoint, prepare_for_checkpoint,
+    BASELINE_VOXELS, SCHEMA, comparison_grid, evaluate, evaluate_run, load_checkpoint, locate_checkpoint,
+    prepare_for_checkpoint,
 )
 from vaegan_jax.training import run_training
 
@@ -214,6 +216,33 @@ def test_baselines_read_every_voxel_unless_told_to_read_the_selection(run_dir: P
             "the baselines the same ones" if voxels == "selected" else "the baselines all"
         )
     np.testing.assert_array_equal(reports["all"].arrays["rec_model"], reports["selected"].arrays["rec_model"])
+
+
+def test_the_evaluated_trials_reach_every_method_through_their_voxels_alone(run_dir: Path) -> None:
+    # The baselines learn from the fit trials alone, as the networks did: other stimuli on the test trials,
+    # or other validation trials altogether, change no method's reconstructions of the test trials.
+    checkpoint = load_checkpoint(run_dir)
+    dataset = load_synthetic()
+    val_rows = np.isin(dataset.train.indices, checkpoint.meta["split"]["val"])
+    train_voxels, train_images = dataset.train.voxels.copy(), dataset.train.images.copy()
+    train_voxels[val_rows] = np.random.default_rng(0).normal(0.0, 10.0, train_voxels[val_rows].shape)
+    train_images[val_rows] = 1.0 - train_images[val_rows]
+    variants = {
+        "as recorded": dataset,
+        "other test stimuli": dataclasses.replace(dataset, test=dataclasses.replace(dataset.test, images=1.0 - dataset.test.images)),
+        "other validation trials": dataclasses.replace(
+            dataset, train=dataclasses.replace(dataset.train, voxels=train_voxels, images=train_images)
+        ),
+    }
+    methods = ("ridge", "mean", "latent-ridge")
+    reconstructions = {}
+    for name, variant in variants.items():
+        data = prepare_for_checkpoint(checkpoint, variant, warn=pytest.fail)
+        arrays = evaluate(checkpoint, variant, data, "test", methods).arrays
+        reconstructions[name] = {method: arrays[f"rec_{method}"] for method in ("model", *methods)}
+    for name in ("other test stimuli", "other validation trials"):
+        for method, images in reconstructions[name].items():
+            np.testing.assert_allclose(images, reconstructions["as recorded"][method], atol=1e-6, err_msg=f"{name}: {method}")
 
 
 def test_eval_can_decode_otherwise_and_says_so(run_dir: Path, tmp_path: Path) -> None:
