@@ -38,6 +38,7 @@ def chosen_run(choosing_config: Config, dataset: Dataset, tmp_path_factory: pyte
     return out
 
 
+@pytest.mark.slow
 def test_the_run_records_its_choice_and_its_evidence(chosen_run: Path, dataset: Dataset) -> None:
     record = json.loads((chosen_run / "choices.json").read_text())
     candidates = record["candidates"]
@@ -54,6 +55,7 @@ def test_the_run_records_its_choice_and_its_evidence(chosen_run: Path, dataset: 
     assert not choices.needs_choice(saved)
 
 
+@pytest.mark.slow
 def test_checkpoints_after_the_choice_read_the_chosen_voxels(chosen_run: Path, dataset: Dataset) -> None:
     checkpoint = load_checkpoint(str(chosen_run))
     chosen = json.loads((chosen_run / "choices.json").read_text())["chosen"]["train.selected_voxels"]
@@ -87,6 +89,7 @@ def test_a_trial_is_decoded_by_a_readout_fitted_without_it(stage1_networks: tupl
         assert not np.array_equal(after[candidate], before[candidate])
 
 
+@pytest.mark.slow
 def test_selection_matches_a_fresh_one(chosen_run: Path, dataset: Dataset) -> None:
     checkpoint = load_checkpoint(str(chosen_run))
     train = checkpoint.config.train

@@ -28,6 +28,7 @@ def _run_epochs(trainer: Trainer, runner: EpochRunner, epochs: int) -> list[int]
     return counts
 
 
+@pytest.mark.slow
 def test_chunked_epochs_compile_full_chunks_and_remainder_once(
     tiny_config: Config, dataset: Dataset, tmp_path: Path
 ) -> None:
@@ -37,6 +38,7 @@ def test_chunked_epochs_compile_full_chunks_and_remainder_once(
     assert _run_epochs(trainer, runner, 3) == [2, 2, 2]
 
 
+@pytest.mark.slow
 def test_whole_epoch_scan_compiles_once(
     tiny_config: Config, dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

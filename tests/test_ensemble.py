@@ -135,6 +135,7 @@ def alone_runs(data_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     return runs
 
 
+@pytest.mark.slow
 def test_one_step_of_each_member_equals_the_step_of_the_model_alone(tiny_config: config_lib.Config, dataset: Dataset) -> None:
     config = config_lib.override(tiny_config, ["train.ensemble=2", "train.seed=3", "train.steps_per_call=1"])
     trainer = Trainer(config, dataset, RunPaths(Path("unused")), progress=False)
@@ -152,6 +153,7 @@ def test_one_step_of_each_member_equals_the_step_of_the_model_alone(tiny_config:
         assert worst[1] < STEP_DISTANCE, (stage.name, worst)
 
 
+@pytest.mark.slow
 def test_each_member_of_a_run_is_the_model_trained_alone_with_its_seed(
     ensemble_run: Path, alone_runs: dict[int, Path]
 ) -> None:
@@ -163,6 +165,7 @@ def test_each_member_of_a_run_is_the_model_trained_alone_with_its_seed(
     assert all(_relative_distance(first[p], second[p]) > OTHER_SEED_DISTANCE for p in first if p.endswith("['kernel']"))
 
 
+@pytest.mark.slow
 def test_an_ensemble_reports_its_members_and_their_average(ensemble_run: Path, tmp_path: Path) -> None:
     report = json.loads((ensemble_run / "metrics.json").read_text())
     assert [member["seed"] for member in report["members"]] == [3, 4]
@@ -177,6 +180,7 @@ def test_an_ensemble_reports_its_members_and_their_average(ensemble_run: Path, t
     assert "model-seed3" in done.stdout and "model-seed4" in done.stdout
 
 
+@pytest.mark.slow
 def test_members_and_batches_split_across_devices_train_as_on_one_device(
     ensemble_run: Path, data_file: Path, tmp_path: Path
 ) -> None:
@@ -187,6 +191,7 @@ def test_members_and_batches_split_across_devices_train_as_on_one_device(
     _assert_same_members(out, ensemble_run, 2)
 
 
+@pytest.mark.slow
 def test_a_lone_model_splits_its_batches_across_devices(alone_runs: dict[int, Path], data_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "sharded"
     done = run_train_py(_run_args(data_file, out, 3), env=forced_devices(4))
@@ -214,6 +219,7 @@ def test_the_mesh_takes_the_devices_that_the_members_and_the_batch_divide_over()
         assert line.endswith(f"batch size {batch} do not split over more)") == (groups * shards < 4), line
 
 
+@pytest.mark.slow
 def test_two_processes_train_and_evaluate_as_one(ensemble_run: Path, data_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "two_processes"
     done = run_processes("train.py", _run_args(data_file, out, 3, ensemble=2), n_processes=2, devices_each=2)
@@ -233,7 +239,7 @@ def test_two_processes_train_and_evaluate_as_one(ensemble_run: Path, data_file: 
 
 def test_members_are_taken_apart_and_stacked_back_bit_for_bit(tiny_config: config_lib.Config) -> None:
     config = config_lib.override(tiny_config, ["train.ensemble=3", "model.image_size=16"])
-    states = create_members(config, 7, member_keys(config))
+    states = jax.jit(create_members, static_argnums=(0, 1))(config, 7, member_keys(config))
     members = [take_member(states, k) for k in range(3)]
     for member, k in zip(members, range(3)):
         assert all(a.shape == b.shape[1:] for a, b in zip(jax.tree.leaves(member), jax.tree.leaves(states)))
@@ -258,6 +264,7 @@ def test_incomplete_process_flags_are_one_line_errors(
     assert message in one_line_error()
 
 
+@pytest.mark.slow
 def test_when_one_process_fails_the_other_says_so_in_one_line(data_file: Path, tmp_path: Path) -> None:
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")

@@ -61,6 +61,7 @@ def report(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     return out, done
 
 
+@pytest.mark.slow
 def test_a_checkpoint_evaluates_in_a_fresh_process(report: tuple[Path, subprocess.CompletedProcess]) -> None:
     out, done = report
     assert done.returncode == 0, done.stderr
@@ -118,6 +119,7 @@ def check_schema(doc: dict[str, Any]) -> None:
             assert all(_is_number_or_null(v) for v in method["per_image"][measure])
 
 
+@pytest.mark.slow
 def test_metrics_json_follows_its_schema(report: tuple[Path, subprocess.CompletedProcess], run_dir: Path) -> None:
     doc = json.loads((report[0] / "metrics.json").read_text())
     check_schema(doc)
@@ -131,6 +133,7 @@ def test_metrics_json_follows_its_schema(report: tuple[Path, subprocess.Complete
     assert doc["protocol"]["baselines_fitted_on"] == {"split": "train", "n_trials": 86, "n_extra_images": 0}
 
 
+@pytest.mark.slow
 def test_figures_equal_those_recomputed_from_the_npz(report: tuple[Path, subprocess.CompletedProcess]) -> None:
     doc = json.loads((report[0] / "metrics.json").read_text())
     with np.load(report[0] / "reconstructions.npz") as npz:
@@ -147,6 +150,7 @@ def test_figures_equal_those_recomputed_from_the_npz(report: tuple[Path, subproc
                                        [expected["mean"], expected["sd"], *expected["ci95"]], rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_png_is_the_labelled_grid_of_the_npz(report: tuple[Path, subprocess.CompletedProcess]) -> None:
     with np.load(report[0] / "reconstructions.npz") as npz:
         stimuli, methods = npz["stimuli"], npz["methods"].tolist()
@@ -158,6 +162,7 @@ def test_png_is_the_labelled_grid_of_the_npz(report: tuple[Path, subprocess.Comp
     np.testing.assert_array_equal(png, grid)
 
 
+@pytest.mark.slow
 def test_the_run_tensorboard_gets_the_eval_figures(
     report: tuple[Path, subprocess.CompletedProcess], run_dir: Path
 ) -> None:
@@ -183,6 +188,7 @@ def _synthetic_npz(path: Path, keep_voxels: int | None = None) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_other_data_warns_once_and_the_val_split_evaluates(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -201,6 +207,7 @@ def test_other_data_warns_once_and_the_val_split_evaluates(
     assert not doc["data"]["same_as_training"]
 
 
+@pytest.mark.slow
 def test_baselines_read_every_voxel_unless_told_to_read_the_selection(run_dir: Path, tmp_path: Path) -> None:
     reports = {
         voxels: evaluate_run(run_dir, split="val", out=tmp_path / voxels, baselines=("ridge",), baseline_voxels=voxels)[1]
@@ -218,6 +225,7 @@ def test_baselines_read_every_voxel_unless_told_to_read_the_selection(run_dir: P
     np.testing.assert_array_equal(reports["all"].arrays["rec_model"], reports["selected"].arrays["rec_model"])
 
 
+@pytest.mark.slow
 def test_the_evaluated_trials_reach_every_method_through_their_voxels_alone(run_dir: Path) -> None:
     # The baselines learn from the fit trials alone, as the networks did: other stimuli on the test trials,
     # or other validation trials altogether, change no method's reconstructions of the test trials.
@@ -245,6 +253,7 @@ def test_the_evaluated_trials_reach_every_method_through_their_voxels_alone(run_
             np.testing.assert_allclose(images, reconstructions["as recorded"][method], atol=1e-6, err_msg=f"{name}: {method}")
 
 
+@pytest.mark.slow
 def test_eval_can_decode_otherwise_and_says_so(run_dir: Path, tmp_path: Path) -> None:
     trained = load_checkpoint(run_dir).config.inference
     assert trained.samples == 0
@@ -259,6 +268,7 @@ def test_eval_can_decode_otherwise_and_says_so(run_dir: Path, tmp_path: Path) ->
         evaluate_run(run_dir, split="val", out=tmp_path / "c", baselines=(), inference=["loss.gamma=1"])
 
 
+@pytest.mark.slow
 def test_the_three_ways_to_name_a_checkpoint(run_dir: Path) -> None:
     checkpoints = run_dir / "checkpoints"
     assert locate_checkpoint(run_dir, None) == (run_dir, checkpoints, None, "best validation score")
@@ -338,6 +348,7 @@ def _file(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_is_one_line_and_exit_code_2(
     case: str, run_dir: Path, tmp_path: Path, one_line_error: Callable[[], str]

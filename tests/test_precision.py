@@ -39,6 +39,7 @@ def test_the_compute_dtype_is_the_one_the_convolutions_and_dense_layers_run_in(d
         assert convolutions == products == {"f32"}
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_parameters_and_finite_losses(dataset, tiny_config):
     config = config_lib.override(tiny_config, ["model.compute_dtype=bfloat16", "train.steps_per_call=1"])
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, image_size=dataset.image_size))

@@ -38,6 +38,7 @@ def test_concurrency_shares_the_traced_span():
     assert sum(shares.values()) == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_profile_of_a_tiny_stage_runs_and_accounts_for_its_operations():
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "profile_step.py"), "--preset", "tiny", "--stage", "2",

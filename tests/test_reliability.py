@@ -123,6 +123,7 @@ def test_an_aborted_run_exits_130_with_one_line(capsys: pytest.CaptureFixture) -
     assert capsys.readouterr().err == "aborted; checkpoints completed before the signal are kept\n"
 
 
+@pytest.mark.slow
 def test_train_py_survives_sigint_and_sigkills_and_resumes_to_the_uninterrupted_result(
     data_file: Path, train_py_run: tuple[Path, subprocess.CompletedProcess], trained: Trainer, tmp_path: Path
 ) -> None:
@@ -168,6 +169,7 @@ def test_train_py_survives_sigint_and_sigkills_and_resumes_to_the_uninterrupted_
         RunPaths(reference).tensorboard)
 
 
+@pytest.mark.slow
 def test_leftovers_of_a_killed_save_or_prune_are_ignored_and_removed(trained: Trainer, tmp_path: Path) -> None:
     folder = tmp_path / "checkpoints"
     shutil.copytree(trained.paths.checkpoints, folder)
@@ -188,6 +190,7 @@ def test_leftovers_of_a_killed_save_or_prune_are_ignored_and_removed(trained: Tr
 # -- 2. divergence ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_on_nan_stop_exits_3_naming_stage_epoch_and_network(
     data_file: Path, tmp_path: Path, one_line_error: Callable[[], str]
 ) -> None:
@@ -201,6 +204,7 @@ def test_on_nan_stop_exits_3_naming_stage_epoch_and_network(
     assert CheckpointStore(RunPaths(run).checkpoints, read_only=True).read_meta(2)["stage"] == 1
 
 
+@pytest.mark.slow
 def test_on_nan_rollback_restores_the_last_checkpoint_and_goes_on_with_the_next_stage(
     data_file: Path, trained: Trainer, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -216,6 +220,7 @@ def test_on_nan_rollback_restores_the_last_checkpoint_and_goes_on_with_the_next_
     assert json.loads(RunPaths(run).metrics.read_text())["stage"] == 3
 
 
+@pytest.mark.slow
 def test_divergence_before_the_first_checkpoint_stops_even_with_rollback(
     data_file: Path, tmp_path: Path, one_line_error: Callable[[], str]
 ) -> None:
@@ -229,6 +234,7 @@ def test_divergence_before_the_first_checkpoint_stops_even_with_rollback(
 # -- 3. reproducibility ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_same_seed_and_config_give_bit_identical_parameters(
     trained: Trainer, train_py_run: tuple[Path, subprocess.CompletedProcess]
 ) -> None:
@@ -242,6 +248,7 @@ def test_the_same_seed_and_config_give_bit_identical_parameters(
                                checkpoint_arrays(reference, template, step))
 
 
+@pytest.mark.slow
 def test_run_info_records_what_is_needed_to_repeat_the_run(
     train_py_run: tuple[Path, subprocess.CompletedProcess], dataset: Dataset, data_file: Path
 ) -> None:
@@ -276,6 +283,7 @@ def refuse(argv: list[str], one_line_error: Callable[[], str], *fragments: str) 
         assert fragment in message, message
 
 
+@pytest.mark.slow
 def test_out_never_replaces_an_earlier_run_without_resume_or_overwrite(
     earlier_run: Path, data_file: Path, one_line_error: Callable[[], str]
 ) -> None:
@@ -295,6 +303,7 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(data_file: Path, tmp_path:
     assert (folder / "chapter1.tex").read_text() == "precious"
 
 
+@pytest.mark.slow
 def test_overwrite_keeps_the_earlier_run_when_the_new_one_cannot_start(
     earlier_run: Path, data_file: Path, one_line_error: Callable[[], str]
 ) -> None:
@@ -322,6 +331,7 @@ def test_a_full_disk_is_refused_before_anything_is_written(
     assert list(run.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_during_training_is_one_line_and_keeps_the_saved_checkpoints(
     data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_line_error: Callable[[], str]
 ) -> None:
@@ -353,6 +363,7 @@ def _truncate_array_data(step: Path) -> None:
             file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated state", "foreign step folder", "foreign metadata", "no config"])
 @pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_resume_validates_the_checkpoint_before_touching_the_run(
@@ -379,6 +390,7 @@ def test_resume_validates_the_checkpoint_before_touching_the_run(
     gc.collect()
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_leaves_one_line_on_the_terminal(earlier_run: Path, data_file: Path) -> None:
     # In a fresh process orbax's abandoned read tasks would print asyncio's traceback at exit, under the error.
     _truncate_array_data(RunPaths(earlier_run).checkpoints / str(max(committed_steps(earlier_run))))
@@ -388,6 +400,7 @@ def test_a_damaged_checkpoint_leaves_one_line_on_the_terminal(earlier_run: Path,
     assert len(lines) == 1 and lines[0].startswith("error: ") and "cannot restore checkpoint" in lines[0], done.stderr
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_damaged_config_and_other_data(
     earlier_run: Path, tmp_path: Path, one_line_error: Callable[[], str]
 ) -> None:

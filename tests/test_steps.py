@@ -176,6 +176,7 @@ def test_the_stage_table_freezes_the_networks_of_method_md() -> None:
     assert [stage.real for stage in STAGES] == ["stimulus", "visual_reconstruction", "stimulus"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES, ids=[s.name for s in STAGES])
 def test_a_full_epoch_changes_the_learners_and_leaves_every_other_network_untouched(
     trained: Trainer, stage: Stage
@@ -198,6 +199,7 @@ def test_a_full_epoch_changes_the_learners_and_leaves_every_other_network_untouc
         assert bool(np.all(metrics[f"finite/{learner}"]))
 
 
+@pytest.mark.slow
 def test_later_epochs_and_resumed_states_reuse_the_first_epochs_program(trained: Trainer) -> None:
     # The trained run compiled each stage's epoch once, and restored (resumed) states run the same program.
     for stage in STAGES:
@@ -219,6 +221,7 @@ def test_initial_states_depend_only_on_the_key(setup: Setup, dataset: Dataset) -
         assert all(not np.array_equal(leaf, others[jax.tree_util.keystr(path)]) for path, leaf in kernels), name
 
 
+@pytest.mark.slow
 def test_non_finite_batchnorm_statistics_are_caught_though_the_losses_stay_finite(trained: Trainer) -> None:
     # Learners normalise with batch statistics, so a NaN running mean leaves every loss finite; only the
     # epoch's finiteness check can tell that the network would reconstruct NaN at evaluation.

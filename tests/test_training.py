@@ -20,6 +20,9 @@ from vaegan_jax.training import RunPaths, Trainer
 
 from conftest import N_TEST, N_TRAIN, assert_trees_identical, flat_arrays
 
+# Every test here reads a whole training run (or makes one).
+pytestmark = pytest.mark.slow
+
 EPOCHS = (2, 2, 1)
 
 
