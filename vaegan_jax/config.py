@@ -34,8 +34,8 @@ class ModelConfig:
 class LossConfig:
     """Loss weights (method.md, Larsen et al. 2016) and label smoothing.
 
-    pixel_weight > 0 adds a pixel-space Gaussian NLL to the encoders' and the generator's content terms,
-    beside the feature-space one (Larsen's VAE/GAN uses feature space alone; 0 keeps it so).
+    pixel_weight > 0 adds a pixel-space Gaussian NLL beside the feature-space one to the encoders' loss,
+    and gamma * pixel_weight of it to the generator's (Larsen's VAE/GAN uses feature space alone; 0 keeps it so).
     """
 
     kl_weight: float = 1.0 / 128
@@ -138,9 +138,10 @@ PRESETS: dict[str, Config] = {
         train=TrainConfig(epochs=(100, 100, 10), batch_size=5),
     ),
     # Native 28x28, narrower: a whole three-stage run on a 69-sized data set in minutes on 2 CPU cores.
-    # A stronger KL (a smoother latent space that voxels predict better) and a linear cognitive encoder
-    # started from the ridge solution; the voxel count and the decoding temperature of the posterior
-    # predictive mean are chosen by each run on its own fit trials (choices.py).
+    # A stronger KL (a smoother latent space that voxels predict better), a pixel-space term beside the
+    # feature-space one and 20 stage-I epochs (a prior the voxels predict better: docs/experiments.md), and a
+    # linear cognitive encoder started from the ridge solution; the voxel count and the decoding temperature
+    # of the posterior predictive mean are chosen by each run on its own fit trials (choices.py).
     "fast": Config(
         preset="fast",
         model=ModelConfig(
@@ -148,9 +149,9 @@ PRESETS: dict[str, Config] = {
             generator_base=64, generator_features=(64, 32), discriminator_features=(32, 64, 64),
             discriminator_strides=(2, 2, 1), discriminator_dense=128, negative_slope=0.2,
         ),
-        loss=LossConfig(kl_weight=8.0, llike_weight=1.0, gamma=1e-2),
+        loss=LossConfig(kl_weight=8.0, llike_weight=1.0, gamma=1e-2, pixel_weight=1.0),
         optim=OptimConfig(lr_discriminator=1e-4, lr_cognitive_encoder=3e-5),
-        train=TrainConfig(epochs=(10, 10, 5), batch_size=16, cognitive_init="ridge", selected_voxels=-1),
+        train=TrainConfig(epochs=(20, 10, 10), batch_size=16, cognitive_init="ridge", selected_voxels=-1),
         inference=InferenceConfig(samples=32, temperature=-1.0),
     ),
     # Seconds, for tests.

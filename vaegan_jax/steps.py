@@ -72,7 +72,8 @@ def loss_weights(learner: str, config: LossConfig) -> dict[str, float]:
     """Weights of the shared loss terms in a learner's loss (Larsen et al.: no GAN term for encoders)."""
     return {
         "discriminator": {"gan_discriminator": 1.0},
-        "generator": {"llike": config.gamma, "pixel": config.pixel_weight, "gan_generator": 1.0},
+        # gamma weighs the generator's content terms against style (Larsen et al.), pixels included.
+        "generator": {"llike": config.gamma, "pixel": config.gamma * config.pixel_weight, "gan_generator": 1.0},
         "encoder": {
             "kl": config.kl_weight, "llike": config.llike_weight, "pixel": config.pixel_weight,
             "latent_distill": config.latent_distill,
