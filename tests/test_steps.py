@@ -23,18 +23,21 @@ Setup = tuple[Config, States, dict[str, jax.Array]]
 STAGE_LEARNERS = [(stage, learner) for stage in STAGES for learner in stage.learners]
 # Distinct weights, none of them 1 or 0, so that a term weighted by another's weight or dropped shows; gamma
 # 2^-20, small as in the presets, so that the generator's step follows its GAN term.
-WEIGHTS = ["loss.kl_weight=0.25", "loss.llike_weight=0.0625", "loss.gamma=9.5367431640625e-07", "loss.latent_distill=0.5"]
+WEIGHTS = ["loss.kl_weight=0.25", "loss.llike_weight=0.0625", "loss.gamma=9.5367431640625e-07", "loss.latent_distill=0.5",
+           "loss.pixel_weight=0.375"]
 
 
 def expected_loss(learner: str, terms: dict[str, float], loss: LossConfig) -> float:
     """A learner's loss from its terms, as Larsen et al. (2016) and method.md weigh them: the encoders
     minimise KL and the feature loss (plus, in stage II, the distance to the image path's latent); the
-    generator the GAN term and gamma times the feature loss; the discriminator its GAN term alone."""
+    generator the GAN term and gamma times the feature loss; the discriminator its GAN term alone. The
+    pixel-space loss joins the content terms, weighted by pixel_weight (times gamma for the generator)."""
     if learner == "discriminator":
         return terms["gan_discriminator"]
     if learner == "generator":
-        return loss.gamma * terms["llike"] + terms["gan_generator"]
-    return loss.kl_weight * terms["kl"] + loss.llike_weight * terms["llike"] + loss.latent_distill * terms["latent_distill"]
+        return loss.gamma * (terms["llike"] + loss.pixel_weight * terms["pixel"]) + terms["gan_generator"]
+    return (loss.kl_weight * terms["kl"] + loss.llike_weight * terms["llike"] + loss.pixel_weight * terms["pixel"]
+            + loss.latent_distill * terms["latent_distill"])
 
 
 def changed_leaves(before: object, after: object) -> list[bool]:
@@ -101,10 +104,10 @@ def test_the_encoders_updates_ignore_the_gan_labels(setup: Setup, stage: Stage, 
 
 
 def test_the_discriminators_update_ignores_the_encoder_and_feature_loss_weights(setup: Setup) -> None:
-    # D never minimises L_llike (nor KL): other weights of those terms leave its update as it was.
+    # D never minimises L_llike (nor KL, nor the pixel loss): other weights of those terms leave its update as it was.
     config = setup[0]
     reweighted = config_lib.override(config, ["loss.kl_weight=3", "loss.llike_weight=5", "loss.gamma=7",
-                                              "loss.latent_distill=9"])
+                                              "loss.latent_distill=9", "loss.pixel_weight=11"])
     for stage in STAGES:
         assert_trees_identical(_updated(reweighted, stage, "discriminator", setup),
                                _updated(config, stage, "discriminator", setup))
@@ -130,7 +133,7 @@ def _slope(f: Any, before: Any, after: Any) -> float:
 @pytest.fixture(scope="module")
 def stage3(setup: Setup) -> tuple[Config, States, dict[str, jax.Array], jax.Array]:
     """Stage III's inputs with a confident cognitive encoder (log-variance -30), so that the fakes of a step are
-    G(mu) of the batch's voxels, which the tests can rebuild: (config, states, batch, those fakes)."""
+    G(mu) of the batch's voxels, which the tests can rebuild: (config, states, batch, mu)."""
     config, states, batch = setup
     cognitive = states["cognitive_encoder"]
     logvar = {"kernel": jnp.zeros_like(cognitive.params["logvar"]["kernel"]),
