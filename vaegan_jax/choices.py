@@ -18,12 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaegan_jax import metrics
-from vaegan_jax.config import Config, InferenceConfig
+from vaegan_jax import initialisation, metrics
+from vaegan_jax.config import Config
 from vaegan_jax.data.dataset import VoxelScaler
 from vaegan_jax.data.prepare import select_voxels, selection_size, to_model_images, to_native_images
-from vaegan_jax.initialisation import ridge_initialised_cognitive_encoder
-from vaegan_jax.steps import States, create_states, make_reconstruct
+from vaegan_jax.steps import States, make_decode
 
 AUTO = -1
 MEASURES = ("pcc", "mse", "ssim", "ident_2way")
@@ -54,13 +53,6 @@ def needs_choice(config: Config) -> bool:
     return config.train.selected_voxels == AUTO or config.inference.temperature == AUTO
 
 
-def _decode(config: Config, states: States, voxels: np.ndarray, key: jax.Array, temperature: float, size: int) -> np.ndarray:
-    decoding = dataclasses.replace(
-        config, inference=InferenceConfig(samples=config.inference.samples if temperature > 0 else 0, temperature=temperature)
-    )
-    return to_native_images(make_reconstruct(decoding, "cognitive_encoder")(states, jnp.asarray(voxels), key), size)
-
-
 def out_of_fold_reconstructions(
     config: Config,
     members: list[States],
@@ -74,27 +66,37 @@ def out_of_fold_reconstructions(
     """(voxel count, temperature) -> each trial's reconstruction by a readout fitted without its fold.
 
     Each member's stage-I networks decode; the members' images are averaged, as the model's reconstruction is.
-    A count of 0 (or one above the voxels there are) means every voxel.
+    A count of 0 (or one above the voxels there are) means every voxel. The ridge-started cognitive encoder
+    is linear, so each fold's readout is fitted and applied in latent space (initialisation.fit_latent_readout,
+    the very fit stage II starts from) and G decodes all trials' out-of-fold posteriors at once.
     """
     size = images.shape[1]
+    model_images = to_model_images(images, config.model.image_size)
+    targets = [initialisation.visual_latent_means(config, states, model_images) for states in members]
     order = np.random.default_rng(FOLD_SEED).permutation(len(images))
     counts = sorted({0 if selection_size(voxels.shape[1], n) == voxels.shape[1] else n for n in voxel_counts})
-    pooled = {(n, t): np.zeros(images.shape, np.float32) for n in counts for t in temperatures}
+    latent_shape = (len(images), targets[0].shape[1])
+    posteriors = {(n, k): (np.zeros(latent_shape, np.float32), np.zeros(latent_shape, np.float32))
+                  for n in counts for k in range(len(members))}
     for held_out in np.array_split(order, folds):
         train = np.setdiff1d(np.arange(len(images)), held_out)
         scaler = VoxelScaler.fit(voxels[train])
         fit_voxels, held_voxels = scaler.transform(voxels[train]), scaler.transform(voxels[held_out])
-        model_images = to_model_images(images[train], config.model.image_size)
         for n in counts:
             kept = select_voxels(fit_voxels, images[train], n)
-            fresh = create_states(config, len(kept), jax.random.key(0))["cognitive_encoder"]
-            for trained, key in zip(members, keys):
-                states = ridge_initialised_cognitive_encoder(
-                    config, {**trained, "cognitive_encoder": fresh}, jnp.asarray(fit_voxels[:, kept]), model_images
-                )
-                for t in temperatures:
-                    decoded = _decode(config, states, held_voxels[:, kept], key, t, size)
-                    pooled[(n, t)][held_out] += decoded / len(members)
+            for k, target in enumerate(targets):
+                mu, logvar = initialisation.fit_latent_readout(fit_voxels[:, kept], target[train]).predict(held_voxels[:, kept])
+                posteriors[(n, k)][0][held_out], posteriors[(n, k)][1][held_out] = mu, logvar
+    decoders = {samples: jax.jit(make_decode(config, samples)) for samples in {0, config.inference.samples}}
+    pooled = {}
+    for n in counts:
+        for t in temperatures:
+            decode = decoders[config.inference.samples if t > 0 else 0]
+            decoded = [
+                to_native_images(decode(states["generator"], *posteriors[(n, k)], key, jnp.float32(t)), size)
+                for k, (states, key) in enumerate(zip(members, keys))
+            ]
+            pooled[(n, t)] = np.mean(decoded, axis=0)
     return pooled
 
 

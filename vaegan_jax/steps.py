@@ -339,27 +339,40 @@ def make_eval_losses(config: Config, stage: Stage) -> Callable[[States, Batch, j
     return eval_losses
 
 
+def make_decode(config: Config, samples: int) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]:
+    """G's image of a posterior (mu, logvar): (generator state, mu, logvar, key, temperature) -> images.
+
+    With `samples` 0 it decodes the posterior mean; else the mean of G over `samples` draws
+    mu + temperature * sigma * eps, the draws fixed by `key`.
+    """
+    generator = build_networks(config.model)["generator"]
+
+    def decode(state: TrainState, mu: jax.Array, logvar: jax.Array, key: jax.Array, temperature: jax.Array) -> jax.Array:
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        if samples == 0:
+            return generator.apply(variables, mu, train=False)
+        eps = jax.random.normal(key, (samples, *mu.shape), mu.dtype)
+        z = (mu + temperature * jnp.exp(0.5 * logvar) * eps).reshape(-1, mu.shape[-1])
+        images = generator.apply(variables, z, train=False)
+        return jnp.mean(images.reshape(samples, *mu.shape[:1], *images.shape[1:]), axis=0)
+
+    return decode
+
+
 def make_reconstruct(config: Config, encoder: str) -> Callable[[States, jax.Array, jax.Array], jax.Array]:
     """Deterministic reconstruction through `encoder` with BN running statistics: (states, inputs, key).
 
     The image path decodes the posterior mean; the fMRI path follows `config.inference` (posterior mean,
     or the mean of G over posterior draws fixed by `key`, a model's base key).
     """
-    networks = build_networks(config.model)
+    network = build_networks(config.model)[encoder]
     temperature = config.inference.temperature
     # A temperature of -1 is one the run has yet to choose (choices.py): until then, the posterior mean.
-    samples = config.inference.samples if encoder == "cognitive_encoder" and temperature >= 0 else 0
+    decode = make_decode(config, config.inference.samples if encoder == "cognitive_encoder" and temperature >= 0 else 0)
 
     def reconstruct(states: States, inputs: jax.Array, key: jax.Array) -> jax.Array:
-        def variables(name):
-            return {"params": states[name].params, "batch_stats": states[name].batch_stats}
-
-        mu, logvar = networks[encoder].apply(variables(encoder), inputs, train=False)
-        if samples == 0:
-            return networks["generator"].apply(variables("generator"), mu, train=False)
-        eps = jax.random.normal(key, (samples, *mu.shape), mu.dtype)
-        z = (mu + temperature * jnp.exp(0.5 * logvar) * eps).reshape(-1, mu.shape[-1])
-        images = networks["generator"].apply(variables("generator"), z, train=False)
-        return jnp.mean(images.reshape(samples, *mu.shape[:1], *images.shape[1:]), axis=0)
+        variables = {"params": states[encoder].params, "batch_stats": states[encoder].batch_stats}
+        mu, logvar = network.apply(variables, inputs, train=False)
+        return decode(states["generator"], mu, logvar, key, temperature)
 
     return reconstruct
