@@ -47,6 +47,7 @@ def main(argv: list[str]) -> int:
     cli.join_processes(args)
     from vaegan_jax import config as config_lib
     from vaegan_jax.data import load_dataset, load_synthetic
+    from vaegan_jax.data.origin import DataOrigin
     from vaegan_jax.training import run_training
 
     config = config_lib.preset(args.preset)
@@ -66,10 +67,11 @@ def main(argv: list[str]) -> int:
     config = config_lib.override(config, assignments)
     out = args.out or f"runs/{datetime.datetime.now():%Y%m%d-%H%M%S}-{config.preset}"
     dataset = load_dataset(args.data) if args.data else load_synthetic()
+    origin = DataOrigin.of_file(args.data) if args.data else DataOrigin(synthetic_seed=0)
     with cli.stop_on_signals() as interrupt:
         paths, report, timing = run_training(
             config, dataset, out, resume=args.resume, overwrite=args.overwrite, argv=["train.py", *argv],
-            interrupt=interrupt, progress=not args.no_progress and sys.stderr.isatty(),
+            interrupt=interrupt, progress=not args.no_progress and sys.stderr.isatty(), origin=origin,
         )
     if not cli.is_main_process():
         return 0

@@ -59,8 +59,9 @@ import jax.numpy as jnp  # noqa: E402
 from vaegan_jax import config as config_lib  # noqa: E402
 from vaegan_jax.data import load_synthetic  # noqa: E402
 from vaegan_jax.errors import ConfigError  # noqa: E402
+from vaegan_jax.runs import RunPaths  # noqa: E402
 from vaegan_jax.steps import STAGES, States, make_train_step, take_member  # noqa: E402
-from vaegan_jax.training import RunPaths, Trainer  # noqa: E402
+from vaegan_jax.training import Trainer  # noqa: E402
 
 PEER_SCRIPT = REPO.parent / "shared" / "bench" / "torch_peer.py"
 PEER_PRESET, PEER_STAGE, PEER_BATCH = "seed", 1, 5

@@ -33,8 +33,10 @@ from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 from vaegan_jax import config as config_lib  # noqa: E402
 from vaegan_jax.checkpoints import CheckpointStore  # noqa: E402
 from vaegan_jax.config import Config  # noqa: E402
-from vaegan_jax.data import Dataset, load_dataset  # noqa: E402
-from vaegan_jax.training import RunPaths, Trainer  # noqa: E402
+from vaegan_jax.data import Dataset, load_dataset, load_synthetic  # noqa: E402
+from vaegan_jax.data.origin import DataOrigin  # noqa: E402
+from vaegan_jax.runs import RunPaths  # noqa: E402
+from vaegan_jax.training import Trainer, run_training  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 N_VOXELS = 16
@@ -186,6 +188,32 @@ def train_py_run(data_file: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     out = tmp_path_factory.mktemp("train_py") / "run"
     done = run_train_py([*TINY_ARGS, "--data", str(data_file), "--out", str(out)])
     assert done.returncode == 0, done.stderr
+    return out, done
+
+
+@pytest.fixture(scope="session")
+def run_dir(tiny_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny three-stage run (an epoch per stage) on the embedded synthetic set, trained once per session.
+
+    The synthetic set, not conftest's small file: its ten test trials allow 5- and 10-way identification.
+    The cognitive encoder reads 300 selected voxels, so evaluation has to rebuild the selection.
+    """
+    # One step per compiled call: on the CPU, unrolled multi-step programs cost more to compile than to run here.
+    config = config_lib.override(tiny_config, ["train.epochs=1,1,1", "train.steps_per_call=1", "train.selected_voxels=300"])
+    out = tmp_path_factory.mktemp("eval") / "run"
+    run_training(config, load_synthetic(), out, progress=False, log=lambda message: None,
+                 origin=DataOrigin(synthetic_seed=0))
+    return out
+
+
+@pytest.fixture(scope="session")
+def report(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The run evaluated by `python eval.py` in a fresh process, with the default split and baselines."""
+    out = tmp_path_factory.mktemp("report") / "eval"
+    done = subprocess.run(
+        [sys.executable, "eval.py", "--ckpt", str(run_dir), "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
     return out, done
 
 

@@ -15,7 +15,7 @@ from vaegan_jax.config import Config
 from vaegan_jax.data import Dataset
 from vaegan_jax.data.prepare import prepare, select_voxels
 from vaegan_jax.errors import ConfigError
-from vaegan_jax.evaluation import load_checkpoint
+from vaegan_jax import load_run
 from vaegan_jax.steps import create_states, member_keys
 from vaegan_jax.training import resolve_image_size, run_training
 
@@ -57,9 +57,9 @@ def test_the_run_records_its_choice_and_its_evidence(chosen_run: Path, dataset: 
 
 @pytest.mark.slow
 def test_checkpoints_after_the_choice_read_the_chosen_voxels(chosen_run: Path, dataset: Dataset) -> None:
-    checkpoint = load_checkpoint(str(chosen_run))
+    checkpoint = load_run(str(chosen_run))
     chosen = json.loads((chosen_run / "choices.json").read_text())["chosen"]["train.selected_voxels"]
-    voxels = checkpoint.meta["split"]["voxels"]
+    voxels = checkpoint.meta.split.voxels
     assert len(voxels) == (chosen or dataset.n_voxels)
     assert checkpoint.config.train.selected_voxels == chosen
     kernel = checkpoint.states["cognitive_encoder"].params["mu"]["kernel"]
@@ -91,11 +91,11 @@ def test_a_trial_is_decoded_by_a_readout_fitted_without_it(stage1_networks: tupl
 
 @pytest.mark.slow
 def test_selection_matches_a_fresh_one(chosen_run: Path, dataset: Dataset) -> None:
-    checkpoint = load_checkpoint(str(chosen_run))
+    checkpoint = load_run(str(chosen_run))
     train = checkpoint.config.train
     data = prepare(dataset, train.val_trials, train.split_seed)
     expected = select_voxels(data.fit.voxels, data.fit.images, train.selected_voxels)
-    assert checkpoint.meta["split"]["voxels"] == expected.tolist()
+    assert list(checkpoint.meta.split.voxels) == expected.tolist()
 
 
 @pytest.mark.parametrize(

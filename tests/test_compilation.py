@@ -9,7 +9,8 @@ from vaegan_jax import config as config_lib
 from vaegan_jax.config import Config
 from vaegan_jax.data import Dataset
 from vaegan_jax.steps import STAGES, EpochRunner
-from vaegan_jax.training import RunPaths, Trainer
+from vaegan_jax.runs import RunPaths
+from vaegan_jax.training import Trainer
 
 
 def _trainer(tiny_config: Config, dataset: Dataset, tmp_path: Path, steps_per_call: int) -> Trainer:

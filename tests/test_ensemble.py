@@ -21,12 +21,13 @@ from conftest import (
 )
 from vaegan_jax import cli
 from vaegan_jax import config as config_lib
-from vaegan_jax import evaluation
+from vaegan_jax import load_run
 from vaegan_jax.checkpoints import CheckpointStore
 from vaegan_jax.data import Dataset
 from vaegan_jax.models import NETWORKS, build_networks, example_inputs
 from vaegan_jax.steps import STAGES, EpochRunner, create_members, member_keys, stack_members, take_member
-from vaegan_jax.training import RunPaths, Trainer
+from vaegan_jax.runs import RunPaths
+from vaegan_jax.training import Trainer
 
 # Members and single runs execute the same convolutions; what differs is how XLA fuses the rest of the
 # program around the member axis: float32 roundings (relative 1e-7) in a step. Training amplifies them
@@ -88,8 +89,8 @@ def _run_weights(run: Path, k: int) -> dict[str, np.ndarray]:
     store = CheckpointStore(RunPaths(run).checkpoints, read_only=True)
     latest = store.latest_step()
     store.close()
-    checkpoint = evaluation.load_checkpoint(run, latest)
-    return _weights(take_member(checkpoint.states, k), checkpoint.config.model)
+    trained = load_run(run, latest)
+    return _weights(take_member(trained.states, k), trained.config.model)
 
 
 def _worst_distance(actual: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> tuple[str, float]:

@@ -8,7 +8,6 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,16 +16,12 @@ import pytest
 from PIL import Image
 
 from vaegan_jax import cli, metrics
-from vaegan_jax import config as config_lib
-from vaegan_jax.config import Config
 from vaegan_jax.errors import ConfigError
 from vaegan_jax.data import load_synthetic
 from vaegan_jax.baselines import RidgeDecoder
-from vaegan_jax.evaluation import (
-    BASELINE_VOXELS, SCHEMA, comparison_grid, evaluate, evaluate_run, load_checkpoint, locate_checkpoint,
-    prepare_for_checkpoint,
-)
-from vaegan_jax.training import run_training
+from vaegan_jax import load_run
+from vaegan_jax.checkpoints import locate_checkpoint
+from vaegan_jax.evaluation import BASELINE_VOXELS, SCHEMA, comparison_grid, evaluate, evaluate_run
 
 REPO = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("eval_cli", REPO / "eval.py")
@@ -34,31 +29,6 @@ eval_cli = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(eval_cli)
 
 MEASURES_10 = ["pcc", "mse", "ssim", "ssim_gaussian11", "ident_2way", "ident_5way", "ident_10way"]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tiny_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny three-stage run (an epoch per stage) on the embedded synthetic set, trained once for the module.
-
-    The synthetic set, not conftest's small file: its ten test trials allow 5- and 10-way identification.
-    The cognitive encoder reads 300 selected voxels, so evaluation has to rebuild the selection.
-    """
-    # One step per compiled call: on the CPU, unrolled multi-step programs cost more to compile than to run here.
-    config = config_lib.override(tiny_config, ["train.epochs=1,1,1", "train.steps_per_call=1", "train.selected_voxels=300"])
-    out = tmp_path_factory.mktemp("eval") / "run"
-    run_training(config, load_synthetic(), out, progress=False, log=lambda message: None)
-    return out
-
-
-@pytest.fixture(scope="module")
-def report(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The run evaluated by `python eval.py` in a fresh process, with the default split and baselines."""
-    out = tmp_path_factory.mktemp("report") / "eval"
-    done = subprocess.run(
-        [sys.executable, "eval.py", "--ckpt", str(run_dir), "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
-    return out, done
 
 
 @pytest.mark.slow
@@ -213,8 +183,7 @@ def test_baselines_read_every_voxel_unless_told_to_read_the_selection(run_dir: P
         voxels: evaluate_run(run_dir, split="val", out=tmp_path / voxels, baselines=("ridge",), baseline_voxels=voxels)[1]
         for voxels in BASELINE_VOXELS
     }
-    checkpoint = load_checkpoint(run_dir)
-    data = prepare_for_checkpoint(checkpoint, load_synthetic(), warn=print)
+    data = load_run(run_dir).prepare(load_synthetic(), warn=print)
     assert len(data.voxel_selection) == 300
     for voxels, read in (("all", lambda t: t.voxels), ("selected", data.model_voxels)):
         expected = RidgeDecoder().fit(read(data.fit), data.fit.images).predict(read(data.val))
@@ -229,9 +198,9 @@ def test_baselines_read_every_voxel_unless_told_to_read_the_selection(run_dir: P
 def test_the_evaluated_trials_reach_every_method_through_their_voxels_alone(run_dir: Path) -> None:
     # The baselines learn from the fit trials alone, as the networks did: other stimuli on the test trials,
     # or other validation trials altogether, change no method's reconstructions of the test trials.
-    checkpoint = load_checkpoint(run_dir)
+    checkpoint = load_run(run_dir)
     dataset = load_synthetic()
-    val_rows = np.isin(dataset.train.indices, checkpoint.meta["split"]["val"])
+    val_rows = np.isin(dataset.train.indices, checkpoint.meta.split.val)
     train_voxels, train_images = dataset.train.voxels.copy(), dataset.train.images.copy()
     train_voxels[val_rows] = np.random.default_rng(0).normal(0.0, 10.0, train_voxels[val_rows].shape)
     train_images[val_rows] = 1.0 - train_images[val_rows]
@@ -245,7 +214,7 @@ def test_the_evaluated_trials_reach_every_method_through_their_voxels_alone(run_
     methods = ("ridge", "mean", "latent-ridge")
     reconstructions = {}
     for name, variant in variants.items():
-        data = prepare_for_checkpoint(checkpoint, variant, warn=pytest.fail)
+        data = checkpoint.prepare(variant, warn=pytest.fail)
         arrays = evaluate(checkpoint, variant, data, "test", methods).arrays
         reconstructions[name] = {method: arrays[f"rec_{method}"] for method in ("model", *methods)}
     for name in ("other test stimuli", "other validation trials"):
@@ -255,7 +224,7 @@ def test_the_evaluated_trials_reach_every_method_through_their_voxels_alone(run_
 
 @pytest.mark.slow
 def test_eval_can_decode_otherwise_and_says_so(run_dir: Path, tmp_path: Path) -> None:
-    trained = load_checkpoint(run_dir).config.inference
+    trained = load_run(run_dir).config.inference
     assert trained.samples == 0
     _, as_trained = evaluate_run(run_dir, split="val", out=tmp_path / "a", baselines=())
     _, sampled = evaluate_run(run_dir, split="val", out=tmp_path / "b", baselines=(),

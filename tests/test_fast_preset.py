@@ -14,10 +14,10 @@ from conftest import REPO, write_small_dataset
 from vaegan_jax import cli
 from vaegan_jax.data import load_dataset
 from vaegan_jax.data.prepare import to_model_images
-from vaegan_jax.evaluation import load_checkpoint, prepare_for_checkpoint
+from vaegan_jax import load_run
 from vaegan_jax.models import build_networks
 from vaegan_jax.steps import take_member
-from vaegan_jax.training import RunPaths
+from vaegan_jax.runs import RunPaths
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def test_the_fast_preset_trains_with_extras_a_ridge_started_encoder_and_its_own_
     assert "preset fast" in out and f"(+{N_EXTRA} image-only for stage I)" in out
 
     # The run chose its voxel count and temperature among the preset's candidates, and records them.
-    checkpoint = load_checkpoint(run)
+    checkpoint = load_run(run)
     chosen = json.loads(RunPaths(run).choices.read_text())["chosen"]
     assert checkpoint.config.train.selected_voxels == chosen["train.selected_voxels"] >= 0
     assert checkpoint.config.inference.temperature == chosen["inference.temperature"]
@@ -50,7 +50,7 @@ def test_the_fast_preset_trains_with_extras_a_ridge_started_encoder_and_its_own_
     # Stage II started the linear cognitive encoder from the ridge map onto the visual encoder's latent means,
     # and one epoch at the preset's small rate leaves it there: its means follow the image path's, trial by
     # trial (0.91 on average here), where random weights would not (0.07).
-    data = prepare_for_checkpoint(checkpoint, load_dataset(data), warn=pytest.fail)
+    data = checkpoint.prepare(load_dataset(data), warn=pytest.fail)
     states = take_member(checkpoint.states, 0)
     # Stage I's epoch ran over the fit trials and the extras: the visual encoder learns in it alone.
     assert int(states["visual_encoder"].step) == (len(data.fit) + N_EXTRA) // checkpoint.config.train.batch_size

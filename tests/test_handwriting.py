@@ -14,7 +14,8 @@ from vaegan_jax.config import Config
 from vaegan_jax.data import handwriting, load_dataset
 from vaegan_jax.data.dataset import Dataset, Trials, make_dataset
 from vaegan_jax.data.prepare import image_only_extras, prepare
-from vaegan_jax.training import RunPaths, Trainer
+from vaegan_jax.runs import RunPaths
+from vaegan_jax.training import Trainer
 
 
 def pixel_pcc(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -20,11 +20,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from vaegan_jax import cli, training
+from vaegan_jax import cli, runs
 from vaegan_jax.checkpoints import PRUNED, CheckpointStore
 from vaegan_jax.errors import summary
 from vaegan_jax.data import Dataset
-from vaegan_jax.training import RunPaths, Trainer
+from vaegan_jax.runs import RunPaths
+from vaegan_jax.training import Trainer
 
 from conftest import (
     REPO, TINY_ARGS, assert_trees_identical, checkpoint_arrays, run_train_py, tensorboard_scalars, write_small_dataset,
@@ -325,7 +326,7 @@ def test_a_full_disk_is_refused_before_anything_is_written(
     data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_line_error: Callable[[], str]
 ) -> None:
     real = shutil.disk_usage
-    monkeypatch.setattr(training.shutil, "disk_usage", lambda path: real(path)._replace(free=1024))
+    monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: real(path)._replace(free=1024))
     run = tmp_path / "run"
     refuse([*TINY_ARGS, "--data", str(data_file), "--out", str(run)], one_line_error, "MiB free", "checkpoints need")
     assert list(run.iterdir()) == []

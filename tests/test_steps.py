@@ -12,6 +12,7 @@ import pytest
 from vaegan_jax import config as config_lib
 from vaegan_jax.config import Config, LossConfig
 from vaegan_jax.data import Dataset
+from vaegan_jax.divergence import first_non_finite
 from vaegan_jax.models import NETWORKS, build_networks
 from vaegan_jax.steps import STAGES, Stage, States, TrainState, create_states, make_update_step
 from vaegan_jax.training import Trainer, resolve_image_size
@@ -236,5 +237,5 @@ def test_non_finite_batchnorm_statistics_are_caught_though_the_losses_stay_finit
     _, metrics = trained.epoch_runners[stage.number](poisoned, trained.arrays["images_only"], jax.random.split(jax.random.key(5), 1))
     assert np.all(np.isfinite(metrics["loss/generator"]))
     assert not bool(metrics["finite/generator"][0]) and bool(metrics["finite/discriminator"][0])
-    problem = trained._check_finite(stage, 1, jax.device_get(metrics))
+    problem = first_non_finite(stage, 1, jax.device_get(metrics))
     assert problem == "stage1 epoch 1: non-finite parameters or BatchNorm statistics of generator"

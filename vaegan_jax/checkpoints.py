@@ -1,7 +1,8 @@
-"""Orbax checkpoints of a run: every train state, the voxel scaler and RNG, plus JSON metadata.
+"""A run's checkpoints: what one holds (the contract), and the orbax store that saves, keeps and restores them.
 
-Each checkpoint holds two items: `state` (a pytree of arrays, restored onto the current device) and
-`meta` (JSON: format version, stage, epoch, config, data fingerprint, validation score). The latest
+Each checkpoint holds two items: `state`, the arrays of `checkpoint_tree` (every member's train states, the
+voxel scaler, the members' RNG keys), and `meta`, the JSON of `CheckpointMeta` (stage, epoch, config, the
+training data's record, the split) plus the format version and validation score the store adds. The latest
 checkpoint and the best by validation score are kept.
 
 A checkpoint is written into a temporary folder and renamed into place when complete; an old one is
@@ -13,26 +14,153 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from orbax.checkpoint import checkpoint_managers
 
-from vaegan_jax.errors import CheckpointError, summary
+import vaegan_jax
+from vaegan_jax import config as config_lib
+from vaegan_jax import rng
+from vaegan_jax.config import Config
+from vaegan_jax.data.dataset import Dataset, VoxelScaler
+from vaegan_jax.data.origin import DataOrigin
+from vaegan_jax.data.prepare import PreparedData, selection_size
+from vaegan_jax.errors import CheckpointError, ConfigError, summary
+from vaegan_jax.sharding import MEMBERS, fetch, training_mesh
+from vaegan_jax.steps import States, create_members
 
-# 2: train states carry a leading ensemble-member axis, the RNG one key per member.
-FORMAT_VERSION = 2
+# 3: the metadata records the training data's origin as fields (file, synthetic_seed), not in a display string.
+FORMAT_VERSION = 3
 NO_SCORE = -1.0
 PRUNED = "pruned"
 
 
+@dataclasses.dataclass(frozen=True)
+class DataRecord:
+    """What a checkpoint records of its training data: enough to recognise it, and to load it again."""
+
+    name: str
+    source: str
+    fingerprint: str
+    n_voxels: int
+    image_size: int
+    origin: DataOrigin
+
+    @classmethod
+    def of(cls, dataset: Dataset, origin: DataOrigin) -> DataRecord:
+        """The record of `dataset`, loaded from `origin`."""
+        return cls(dataset.name, dataset.source, dataset.fingerprint, dataset.n_voxels, dataset.image_size, origin)
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """The trials of each split (indices into the source file) and the voxels the cognitive encoder reads."""
+
+    fit: tuple[int, ...]
+    val: tuple[int, ...]
+    test: tuple[int, ...]
+    voxels: tuple[int, ...]
+
+    @classmethod
+    def of(cls, data: PreparedData) -> Split:
+        """The split of prepared data."""
+        return cls(*(tuple(int(i) for i in a) for a in (data.fit.indices, data.val.indices, data.test.indices,
+                                                         data.voxel_selection)))
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointMeta:
+    """The JSON half of a checkpoint. `val_score` is the store's to set: None until saved, or when not validated."""
+
+    stage: int
+    epoch_in_stage: int
+    epochs_done: int
+    config: Config
+    data: DataRecord
+    split: Split
+    vaegan_jax: str = vaegan_jax.__version__
+    val_score: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The document the store saves (it adds the format version and the validation score)."""
+        return {
+            "stage": self.stage, "epoch_in_stage": self.epoch_in_stage, "epochs_done": self.epochs_done,
+            "config": config_lib.to_dict(self.config),
+            "data": dataclasses.asdict(self.data),
+            "split": {name: list(indices) for name, indices in dataclasses.asdict(self.split).items()},
+            "vaegan_jax": self.vaegan_jax,
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any], where: Path) -> CheckpointMeta:
+        """The metadata of the checkpoint at `where`, with a one-line CheckpointError for what is missing or invalid."""
+        for key in ("config", "data", "split"):
+            if not isinstance(document.get(key), dict):
+                raise CheckpointError(f"{where}: the checkpoint records no {key}")
+        try:
+            config = config_lib.from_dict(document["config"])
+            config_lib.validate(config)
+        except (ConfigError, TypeError, ValueError, AttributeError) as err:
+            raise CheckpointError(f"{where}: the checkpoint's config is not valid ({err})") from None
+        try:
+            data = document["data"]
+            record = DataRecord(**{**data, "origin": DataOrigin.from_json(data["origin"])})
+            split = Split(**{name: tuple(indices) for name, indices in document["split"].items()})
+            score = document.get("val_score", NO_SCORE)
+            return cls(
+                document["stage"], document["epoch_in_stage"], document["epochs_done"], config, record, split,
+                document["vaegan_jax"], None if score == NO_SCORE else score,
+            )
+        except (KeyError, TypeError) as err:
+            raise CheckpointError(f"{where}: incomplete checkpoint metadata ({summary(err)})") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointArrays:
+    """The arrays of a checkpoint, restored: every member's train states, the voxel scaler, the members' keys."""
+
+    states: States
+    scaler: VoxelScaler
+    keys: jax.Array
+
+
 def checkpoint_tree(states: Any, voxel_mean: jax.Array, voxel_std: jax.Array, keys: jax.Array) -> dict[str, Any]:
-    """The arrays a checkpoint holds: every member's train states, the voxel scaler and the members' RNG keys."""
+    """The arrays a checkpoint holds, in the one layout every save and restore uses."""
     return {"states": states, "scaler": {"mean": voxel_mean, "std": voxel_std}, "rng": jax.random.key_data(keys)}
+
+
+def abstract_tree(config: Config, n_voxels: int, mesh: Mesh) -> dict[str, Any]:
+    """Shapes, dtypes and shardings on `mesh` of the `checkpoint_tree` of a run of `config` on `n_voxels` voxels.
+
+    The tree both training and evaluation restore into: nothing is initialised, and each process's part of
+    every array lands on its own devices (the members split across the mesh, the scaler on every device).
+    """
+    keys = rng.member_keys(config)
+    voxels = jnp.zeros(n_voxels, jnp.float32)
+    n_inputs = selection_size(n_voxels, config.train.selected_voxels)
+    shapes = jax.eval_shape(lambda: checkpoint_tree(create_members(config, n_inputs, keys), voxels, voxels, keys))
+    members, shared = NamedSharding(mesh, PartitionSpec(MEMBERS)), NamedSharding(mesh, PartitionSpec())
+    return {
+        name: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shared if name == "scaler" else members), tree)
+        for name, tree in shapes.items()
+    }
+
+
+def unpack(tree: dict[str, Any]) -> CheckpointArrays:
+    """The restored `checkpoint_tree` as typed parts (the scaler fetched to this process, the keys typed again)."""
+    scaler = fetch(tree["scaler"])
+    return CheckpointArrays(tree["states"], VoxelScaler(np.asarray(scaler["mean"]), np.asarray(scaler["std"])),
+                            jax.random.wrap_key_data(tree["rng"]))
 
 
 def _abstract(tree: Any) -> Any:
@@ -41,6 +169,8 @@ def _abstract(tree: Any) -> Any:
     default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
     def leaf(x):
+        if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is not None:
+            return x
         sharding = x.sharding if isinstance(x, jax.Array) and x.committed else default
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
 
@@ -167,6 +297,68 @@ class CheckpointStore:
         except Exception as err:  # orbax raises many types for a damaged or mismatched folder
             raise CheckpointError(f"{self.directory}/{step}: cannot restore checkpoint ({summary(err)})") from None
         return restored["state"], meta
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A restored checkpoint: its run folder, its own folder, how it was chosen, its metadata and arrays, and
+    the mesh its arrays lie on."""
+
+    run: Path
+    path: Path
+    step: int
+    selected_by: str
+    meta: CheckpointMeta
+    arrays: CheckpointArrays
+    mesh: Mesh
+
+
+def locate_checkpoint(path: str | os.PathLike, step: int | None) -> tuple[Path, Path, int | None, str]:
+    """Run folder, checkpoints folder, step (None: the best) and how it was chosen, from any of the three paths."""
+    path = Path(path).absolute()
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a folder; expected a run folder, its checkpoints/ or a checkpoints/<step>")
+    if (path / "checkpoints").is_dir():
+        return path, path / "checkpoints", step, "best validation score" if step is None else "--step"
+    if path.name.isdigit():
+        if step is not None and step != int(path.name):
+            raise ConfigError(f"--step {step} contradicts --ckpt {path} (checkpoint {path.name})")
+        return path.parent.parent, path.parent, int(path.name), "checkpoint folder"
+    return path.parent, path, step, "best validation score" if step is None else "--step"
+
+
+def load_checkpoint(path: str | os.PathLike, step: int | None = None) -> Checkpoint:
+    """Restore a checkpoint of a run (the best by validation score unless `step` or a step folder names one)."""
+    run, directory, step, selected_by = locate_checkpoint(path, step)
+    # Orbax warns that a read-only manager is read-only, on every open.
+    with _absl_level(logging.ERROR):
+        store = CheckpointStore(directory, read_only=True)
+    try:
+        steps = store.steps()
+        if not steps:
+            raise CheckpointError(f"{directory}: no checkpoints")
+        if step is None:
+            step = store.best_step()
+        elif step not in steps:
+            raise CheckpointError(f"{directory}: no complete checkpoint {step}; available: {', '.join(map(str, steps))}")
+        where = directory / str(step)
+        meta = CheckpointMeta.from_json(store.read_meta(step), where)
+        mesh = training_mesh(meta.config.train.ensemble, meta.config.train.batch_size)
+        tree, _ = store.restore(step, abstract_tree(meta.config, meta.data.n_voxels, mesh))
+    finally:
+        store.close()
+    return Checkpoint(run, where, step, selected_by, meta, unpack(tree), mesh)
+
+
+@contextlib.contextmanager
+def _absl_level(level: int) -> Iterator[None]:
+    logger = logging.getLogger("absl")
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def _val_score(metrics: dict[str, float]) -> float:

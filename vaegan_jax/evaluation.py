@@ -1,80 +1,39 @@
-"""An honest reconstruction report of a trained run: the fMRI path side by side with baselines, on one split.
+"""eval.py's report of a trained run: the fMRI path side by side with baselines on one split, and its folder.
 
-`evaluate_run` restores a checkpoint (the best by validation score unless a step is named), rebuilds the
-run's splits from its config, reconstructs the chosen split's stimuli from fMRI, fits each requested
-baseline on the fit trials only (every voxel, z-scored with fit-trial statistics as the model's were), and
-scores every method with metrics.py at the stimulus' native resolution, pixels in [0, 1]. Everything is
-computed before anything is written; then `write_report` fills a temporary folder and renames it into
-place, and `log_to_tensorboard` adds the figures to the run's TensorBoard log.
-
-Splits: "test" is the data set's standard test split; "val" the validation trials carved from the
-training split (the best checkpoint is picked on them, so their figures are optimistic); "train" the fit
-trials the networks and baselines learned from.
-
-Files of the report folder:
-
-- metrics.json, schema "vaegan_jax.eval/1" (non-finite numbers, e.g. the PCC of a constant image, are null):
-
-      schema       "vaegan_jax.eval/1"
-      created      ISO 8601 time (UTC);  vaegan_jax: the code's version
-      checkpoint   {run: run folder, path: checkpoints/<step> folder, step, selected_by ("best validation
-                    score" | "--step" | "checkpoint folder"), stage, epoch_in_stage, val_score (null if none),
-                    inference: {samples, temperature} the model decoded with, inference_as_trained: bool}
-      data         {name, source, fingerprint, n_voxels, image_size: of the data evaluated on,
-                    trained_on: fingerprint of the training data, same_as_training: bool}
-      protocol     {split, split_description, n_trials, trial_indices: [int] (the source file's numbering,
-                    the order of every per-image list), resolution: [H, W], data_range: [0.0, 1.0],
-                    ssim_windows: {measure: description}, n_ways: [n...] (those <= n_trials),
-                    identification: description, aggregate: description, n_boot, bootstrap_seed,
-                    voxels: description (how many the model read, what the baselines read),
-                    baselines_fitted_on: {split: "train", n_trials, n_extra_images: image-only extras a
-                    baseline may use, as many as the model's stage I had}}
-      measures     [names in table order]: pcc, mse, ssim, ssim_gaussian11, ident_<n>way for each n in n_ways
-      methods      {name: {kind: "model" | "baseline", decoder: description, fitted: {name_: number} (a
-                    baseline's fitted scalars, e.g. ridge alpha_), aggregate: {measure: {mean, sd,
-                    ci95: [low, high], n}}, per_image: {measure: [value per trial]}}}; "model" first
-
-- reconstructions.npz: stimuli (N, H, W) float32, trial_indices (N,) int64, methods (M,) str, and for each
-  method rec_<method> (N, H, W) float32, all in [0, 1].
-- reconstructions.png: one column per trial; rows: the stimulus, then each method in `methods` order.
+`evaluate` reconstructs the split with the model (reconstruction.py, as training validated it) and with each
+baseline fitted on the fit trials only, and scores every method (metrics.py); nothing is written. Then
+`write_report` fills a temporary folder and renames it into place, and `log_to_tensorboard` adds the figures
+to the run's log. What the folder holds, metrics.json's schema included: docs/eval-report.md.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import json
-import logging
 import math
 import os
-import re
 import shutil
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 from tensorboardX import SummaryWriter
 
 import vaegan_jax
-from vaegan_jax import config as config_lib
 from vaegan_jax import metrics as metrics_lib
 from vaegan_jax.baselines import Decoder, LatentRidgeDecoder, MeanImageDecoder, RidgeDecoder
-from vaegan_jax.checkpoints import NO_SCORE, CheckpointStore, checkpoint_tree
-from vaegan_jax.config import Config
-from vaegan_jax.data import load_dataset, load_synthetic
+from vaegan_jax.data import load_dataset
 from vaegan_jax.data.dataset import Dataset, Trials
-from vaegan_jax.data.prepare import PreparedData, prepare, selection_size, to_native_images
-from vaegan_jax.errors import CheckpointError, ConfigError, DataError
+from vaegan_jax.data.prepare import PreparedData
+from vaegan_jax.errors import ConfigError
 from vaegan_jax.images import labelled_grid, save_png
-from vaegan_jax.sharding import MEMBERS, fetch, is_main_process, place_members, replicate, training_mesh
-from vaegan_jax.steps import States, create_members, make_reconstruct, member_keys
-from vaegan_jax.training import RunPaths, data_meta
+from vaegan_jax.reconstruction import per_image_scores
+from vaegan_jax.runs import RunPaths, data_meta
+from vaegan_jax.sharding import is_main_process
+from vaegan_jax.trained_run import TrainedRun, load_run
 
 SCHEMA = "vaegan_jax.eval/1"
 MODEL = "model"
@@ -95,24 +54,20 @@ SPLITS = {
 N_WAYS = (2, 5, 10)
 N_BOOT = 1000
 BOOTSTRAP_SEED = 0
+# The protocol's fixed descriptions, as metrics.json states them.
+PROTOCOL = {
+    "ssim_windows": {
+        "ssim": "7x7 uniform window, sample covariance (scikit-image defaults), data_range 1",
+        "ssim_gaussian11": "11x11 Gaussian window, sigma 1.5, population covariance (Wang et al. 2004), data_range 1",
+    },
+    "identification": "n-way: share of the sets of n-1 other stimuli of the split that the reconstruction "
+    "correlates with less (strictly) than with its own stimulus, averaged exactly over all such sets",
+    "aggregate": "mean, sample sd (ddof 1) and 95% percentile-bootstrap interval of the mean over trials",
+}
 TABLE_COLUMNS = (
     ("PCC", "pcc"), ("MSE", "mse"), ("SSIM", "ssim"), ("SSIM-g11", "ssim_gaussian11"),
     ("2-way", "ident_2way"), ("5-way", "ident_5way"), ("10-way", "ident_10way"),
 )
-_SYNTHETIC_SOURCE = "embedded synthetic"
-
-
-@dataclasses.dataclass(frozen=True)
-class Checkpoint:
-    """A restored checkpoint: where it lives, how it was chosen, its metadata, config and train states."""
-
-    run: Path
-    path: Path
-    step: int
-    selected_by: str
-    meta: dict[str, Any]
-    config: Config
-    states: States
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,132 +88,6 @@ def parse_baselines(text: str) -> tuple[str, ...]:
     return names
 
 
-def locate_checkpoint(path: str | os.PathLike, step: int | None) -> tuple[Path, Path, int | None, str]:
-    """Run folder, checkpoints folder, step (None: the best) and how it was chosen, from any of the three paths."""
-    path = Path(path).absolute()
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: not a folder; expected a run folder, its checkpoints/ or a checkpoints/<step>")
-    if (path / "checkpoints").is_dir():
-        return path, path / "checkpoints", step, "best validation score" if step is None else "--step"
-    if path.name.isdigit():
-        if step is not None and step != int(path.name):
-            raise ConfigError(f"--step {step} contradicts --ckpt {path} (checkpoint {path.name})")
-        return path.parent.parent, path.parent, int(path.name), "checkpoint folder"
-    return path.parent, path, step, "best validation score" if step is None else "--step"
-
-
-def _checkpoint_template(config: Config, n_voxels: int) -> dict[str, Any]:
-    """Zeros shaped like what Trainer.checkpoint_arrays saves, without initialising any network.
-
-    They lie on the run's mesh, as in training, so the restore puts each process's part on its devices.
-    """
-    zeros = jnp.zeros(n_voxels, jnp.float32)
-    n_inputs = selection_size(n_voxels, config.train.selected_voxels)
-    shapes = jax.eval_shape(
-        lambda: checkpoint_tree(create_members(config, n_inputs, member_keys(config)), zeros, zeros, member_keys(config))
-    )
-    mesh = training_mesh(config.train.ensemble, config.train.batch_size)
-    members, shared = NamedSharding(mesh, PartitionSpec(MEMBERS)), NamedSharding(mesh, PartitionSpec())
-    shardings = {name: jax.tree.map(lambda _: shared if name == "scaler" else members, tree)
-                 for name, tree in shapes.items()}
-    return jax.jit(lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes), out_shardings=shardings)()
-
-
-@contextlib.contextmanager
-def _absl_level(level: int) -> Iterator[None]:
-    logger = logging.getLogger("absl")
-    previous = logger.level
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
-
-
-def load_checkpoint(path: str | os.PathLike, step: int | None = None) -> Checkpoint:
-    """Restore a checkpoint of a run (the best by validation score unless `step` or a step folder names one)."""
-    run, directory, step, selected_by = locate_checkpoint(path, step)
-    # Orbax warns that a read-only manager is read-only, on every open.
-    with _absl_level(logging.ERROR):
-        store = CheckpointStore(directory, read_only=True)
-    try:
-        steps = store.steps()
-        if not steps:
-            raise CheckpointError(f"{directory}: no checkpoints")
-        if step is None:
-            step = store.best_step()
-        elif step not in steps:
-            raise CheckpointError(
-                f"{directory}: no complete checkpoint {step}; available: {', '.join(map(str, steps))}"
-            )
-        where = directory / str(step)
-        meta = store.read_meta(step)
-        for key in ("config", "data"):
-            if not isinstance(meta.get(key), dict):
-                raise CheckpointError(f"{where}: the checkpoint records no {key}")
-        try:
-            config = config_lib.from_dict(meta["config"])
-            config_lib.validate(config)
-        except (ConfigError, TypeError, ValueError, AttributeError) as err:
-            raise CheckpointError(f"{where}: the checkpoint's config is not valid ({err})") from None
-        arrays, _ = store.restore(step, _checkpoint_template(config, meta["data"]["n_voxels"]))
-    finally:
-        store.close()
-    return Checkpoint(run, where, step, selected_by, meta, config, arrays["states"])
-
-
-def with_inference(checkpoint: Checkpoint, assignments: list[str]) -> Checkpoint:
-    """The checkpoint decoding as `inference.field=value` assignments say (how the fMRI path turns a posterior into an image)."""
-    for assignment in assignments:
-        if not assignment.strip().startswith("inference."):
-            raise ConfigError(f"--set {assignment!r}: eval.py changes only inference.* (samples, temperature); "
-                              "the rest of the config is the trained model's")
-    return dataclasses.replace(checkpoint, config=config_lib.override(checkpoint.config, assignments))
-
-
-def load_training_data(recorded: dict[str, Any]) -> Dataset:
-    """The data set a checkpoint records it was trained on: the embedded synthetic set or a file."""
-    source = str(recorded.get("source", ""))
-    if source.startswith(_SYNTHETIC_SOURCE):
-        match = re.search(r"seed (\d+)", source)
-        if match is None:
-            raise CheckpointError(f"cannot tell the synthetic data seed from the recorded source {source!r}")
-        return load_synthetic(int(match.group(1)))
-    if not Path(source).is_file():
-        raise DataError(f"{source}: the data the run was trained on is not there; pass --data PATH")
-    return load_dataset(source)
-
-
-def prepare_for_checkpoint(
-    checkpoint: Checkpoint, dataset: Dataset, warn: Callable[[str], None]
-) -> PreparedData:
-    """The run's fit/val/test splits of `dataset`, refusing data the model cannot read and warning on other data."""
-    trained = checkpoint.meta["data"]
-    if dataset.n_voxels != trained["n_voxels"]:
-        raise DataError(
-            f"{dataset.source}: {dataset.n_voxels} voxels, but {checkpoint.path} was trained on {trained['n_voxels']}"
-        )
-    train = checkpoint.config.train
-    data = prepare(dataset, train.val_trials, train.split_seed, train.selected_voxels, train.shipped_prior)
-    if dataset.fingerprint != trained["fingerprint"]:
-        warn(
-            f"warning: evaluating on data {dataset.fingerprint} ({dataset.source}), but {checkpoint.path} "
-            f"was trained on data {trained['fingerprint']} ({trained['source']})"
-        )
-        return data
-    recorded = checkpoint.meta.get("split", {})
-    rebuilt = {name: (f"{name} trials", getattr(data, name).indices) for name in ("fit", "val", "test")}
-    rebuilt["voxels"] = ("selected voxels", data.voxel_selection)
-    for name, (what, indices) in rebuilt.items():
-        # Same data, another split or selection: "train", "val" and the model's inputs would silently change.
-        if name in recorded and indices.tolist() != recorded[name]:
-            raise CheckpointError(
-                f"{checkpoint.path}: the {what} rebuilt from the config differ from the ones recorded in "
-                "the checkpoint; it was written by another version of vaegan_jax"
-            )
-    return data
-
-
 def split_trials(data: PreparedData, split: str) -> Trials:
     """The trials of a split name: "train" is the fit trials, "val" the validation ones, "test" the test ones."""
     if split not in SPLITS:
@@ -267,26 +96,6 @@ def split_trials(data: PreparedData, split: str) -> Trials:
     if len(trials) == 0:
         raise ConfigError(f"the run has no {split} trials (train.val_trials is 0)")
     return trials
-
-
-def member_reconstructions(checkpoint: Checkpoint, data: PreparedData, trials: Trials) -> np.ndarray:
-    """Each member's deterministic fMRI-path reconstructions of `trials` of `data` (member, trial, H, W), in [0, 1]."""
-    reconstruct = jax.jit(jax.vmap(make_reconstruct(checkpoint.config, "cognitive_encoder"), in_axes=(0, None, 0)))
-    config = checkpoint.config
-    mesh = training_mesh(config.train.ensemble, config.train.batch_size)
-    voxels, keys = replicate(jnp.asarray(data.model_voxels(trials)), mesh), place_members(member_keys(config), mesh)
-    images = fetch(reconstruct(checkpoint.states, voxels, keys))
-    return np.stack([to_native_images(member, trials.images.shape[1]) for member in images])
-
-
-def model_reconstructions(checkpoint: Checkpoint, data: PreparedData, trials: Trials) -> dict[str, np.ndarray]:
-    """The model's reconstructions (its members' average) and, for an ensemble, each member's by name."""
-    members = member_reconstructions(checkpoint, data, trials)
-    named = {MODEL: members.mean(axis=0)}
-    if len(members) > 1:
-        seed = checkpoint.config.train.seed
-        named.update({member_name(seed + k): images for k, images in enumerate(members)})
-    return named
 
 
 def member_name(seed: int) -> str:
@@ -309,13 +118,13 @@ def score_methods(
     stimuli: np.ndarray, reconstructions: dict[str, np.ndarray]
 ) -> tuple[list[str], dict[str, dict[str, dict[str, Any]]]]:
     """The measure names and, per method, the per-image values and their aggregates (metrics.py)."""
-    scored = {}
-    for name, images in reconstructions.items():
-        per_image = metrics_lib.reconstruction_metrics(stimuli, images, N_WAYS)
-        scored[name] = {
+    scored = {
+        name: {
             "aggregate": {m: metrics_lib.summarize(v, N_BOOT, BOOTSTRAP_SEED) for m, v in per_image.items()},
             "per_image": {m: v.tolist() for m, v in per_image.items()},
         }
+        for name, per_image in per_image_scores(stimuli, reconstructions, N_WAYS).items()
+    }
     return list(next(iter(scored.values()))["per_image"]), scored
 
 
@@ -330,8 +139,71 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def model_reconstructions(run: TrainedRun, data: PreparedData, trials: Trials) -> dict[str, np.ndarray]:
+    """The model's reconstructions (its members' average) and, for an ensemble, each member's by name."""
+    members = run.decode(data.model_voxels(trials))
+    named = {MODEL: members.mean(axis=0)}
+    if len(members) > 1:
+        named.update({member_name(run.config.train.seed + k): images for k, images in enumerate(members)})
+    return named
+
+
+def describe_methods(run: TrainedRun, decoders: dict[str, Decoder]) -> dict[str, dict[str, Any]]:
+    """Each method's kind, decoder description and fitted scalars, for metrics.json."""
+    n_members, seed = run.config.train.ensemble, run.config.train.seed
+    described = {MODEL: {
+        "kind": "model", "fitted": {},
+        "decoder": "D-VAE/GAN fMRI path" + (f", average of {n_members} members' reconstructions" if n_members > 1 else ""),
+    }}
+    for k in range(n_members if n_members > 1 else 0):
+        described[member_name(seed + k)] = {
+            "kind": "ensemble member", "decoder": f"D-VAE/GAN fMRI path, seed {seed + k}", "fitted": {},
+        }
+    for name, decoder in decoders.items():
+        described[name] = {"kind": "baseline", "decoder": decoder.name, "fitted": _fitted_scalars(decoder)}
+    return described
+
+
+def checkpoint_record(run: TrainedRun) -> dict[str, Any]:
+    """metrics.json's `checkpoint`: which checkpoint, chosen how, decoding how."""
+    checkpoint, meta, inference = run.checkpoint, run.meta, run.config.inference
+    return {
+        "run": str(checkpoint.run), "path": str(checkpoint.path), "step": checkpoint.step,
+        "selected_by": checkpoint.selected_by, "stage": meta.stage, "epoch_in_stage": meta.epoch_in_stage,
+        "val_score": meta.val_score,
+        "inference": {"samples": inference.samples, "temperature": inference.temperature},
+        "inference_as_trained": inference == meta.config.inference,
+    }
+
+
+def protocol_record(
+    dataset: Dataset, data: PreparedData, split: str, trials: Trials, baseline_voxels: str,
+    n_extra_images: int,
+) -> dict[str, Any]:
+    """metrics.json's `protocol`: what was evaluated and how, in figures and in the words of PROTOCOL."""
+    voxels = (f"z-scored per voxel with the statistics of the fit trials; the model reads {len(data.voxel_selection)} "
+              f"of {dataset.n_voxels} (train.selected_voxels, chosen on the fit trials), "
+              + ("the baselines the same ones" if baseline_voxels == "selected" else "the baselines all"))
+    return {
+        "split": split,
+        "split_description": SPLITS[split],
+        "n_trials": len(trials),
+        "trial_indices": trials.indices.tolist(),
+        "resolution": list(trials.images.shape[1:]),
+        "data_range": [0.0, 1.0],
+        "ssim_windows": PROTOCOL["ssim_windows"],
+        "n_ways": [n for n in N_WAYS if n <= len(trials)],
+        "identification": PROTOCOL["identification"],
+        "aggregate": PROTOCOL["aggregate"],
+        "n_boot": N_BOOT,
+        "bootstrap_seed": BOOTSTRAP_SEED,
+        "voxels": voxels,
+        "baselines_fitted_on": {"split": "train", "n_trials": len(data.fit), "n_extra_images": n_extra_images},
+    }
+
+
 def evaluate(
-    checkpoint: Checkpoint,
+    run: TrainedRun,
     dataset: Dataset,
     data: PreparedData,
     split: str,
@@ -345,66 +217,23 @@ def evaluate(
     if baseline_voxels not in BASELINE_VOXELS:
         raise ConfigError(f"unknown baseline voxels {baseline_voxels!r}; choose one of {', '.join(BASELINE_VOXELS)}")
     trials = split_trials(data, split)
-    reconstructions = model_reconstructions(checkpoint, data, trials)
+    reconstructions = model_reconstructions(run, data, trials)
     # Baselines may use the image-only extras exactly when the model's stage I did.
-    extras = data.extra_images if checkpoint.config.train.use_extra_images else None
+    extras = data.extra_images if run.config.train.use_extra_images else None
     read = data.model_voxels if baseline_voxels == "selected" else (lambda t: t.voxels)
     decoders = {name: BASELINES[name]().fit(read(data.fit), data.fit.images, extras) for name in baselines}
     reconstructions.update({name: d.predict(read(trials)).astype(np.float32) for name, d in decoders.items()})
     measures, scored = score_methods(trials.images, reconstructions)
-    n_members = checkpoint.config.train.ensemble
-    described = {MODEL: {
-        "kind": "model", "fitted": {},
-        "decoder": "D-VAE/GAN fMRI path" + (f", average of {n_members} members' reconstructions" if n_members > 1 else ""),
-    }}
-    for k in range(n_members if n_members > 1 else 0):
-        seed = checkpoint.config.train.seed + k
-        described[member_name(seed)] = {"kind": "ensemble member", "decoder": f"D-VAE/GAN fMRI path, seed {seed}", "fitted": {}}
-    for name, decoder in decoders.items():
-        described[name] = {"kind": "baseline", "decoder": decoder.name, "fitted": _fitted_scalars(decoder)}
-    meta = checkpoint.meta
+    described = describe_methods(run, decoders)
+    trained_on = run.meta.data.fingerprint
     metrics = {
         "schema": SCHEMA,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "vaegan_jax": vaegan_jax.__version__,
-        "checkpoint": {
-            "run": str(checkpoint.run), "path": str(checkpoint.path), "step": checkpoint.step,
-            "selected_by": checkpoint.selected_by, "stage": meta["stage"], "epoch_in_stage": meta["epoch_in_stage"],
-            "val_score": None if meta["val_score"] == NO_SCORE else meta["val_score"],
-            "inference": {
-                "samples": checkpoint.config.inference.samples, "temperature": checkpoint.config.inference.temperature
-            },
-            "inference_as_trained": checkpoint.config.inference == config_lib.from_dict(meta["config"]).inference,
-        },
-        "data": {
-            **data_meta(dataset), "trained_on": meta["data"]["fingerprint"],
-            "same_as_training": dataset.fingerprint == meta["data"]["fingerprint"],
-        },
-        "protocol": {
-            "split": split,
-            "split_description": SPLITS[split],
-            "n_trials": len(trials),
-            "trial_indices": trials.indices.tolist(),
-            "resolution": list(trials.images.shape[1:]),
-            "data_range": [0.0, 1.0],
-            "ssim_windows": {
-                "ssim": "7x7 uniform window, sample covariance (scikit-image defaults), data_range 1",
-                "ssim_gaussian11": "11x11 Gaussian window, sigma 1.5, population covariance (Wang et al. 2004), "
-                "data_range 1",
-            },
-            "n_ways": [n for n in N_WAYS if n <= len(trials)],
-            "identification": "n-way: share of the sets of n-1 other stimuli of the split that the reconstruction "
-            "correlates with less (strictly) than with its own stimulus, averaged exactly over all such sets",
-            "aggregate": "mean, sample sd (ddof 1) and 95% percentile-bootstrap interval of the mean over trials",
-            "n_boot": N_BOOT,
-            "bootstrap_seed": BOOTSTRAP_SEED,
-            "voxels": "z-scored per voxel with the statistics of the fit trials; the model reads "
-            f"{len(data.voxel_selection)} of {dataset.n_voxels} (train.selected_voxels, chosen on the fit trials), "
-            + ("the baselines the same ones" if baseline_voxels == "selected" else "the baselines all"),
-            "baselines_fitted_on": {
-                "split": "train", "n_trials": len(data.fit), "n_extra_images": 0 if extras is None else len(extras),
-            },
-        },
+        "checkpoint": checkpoint_record(run),
+        "data": {**data_meta(dataset), "trained_on": trained_on, "same_as_training": dataset.fingerprint == trained_on},
+        "protocol": protocol_record(dataset, data, split, trials, baseline_voxels,
+                                    0 if extras is None else len(extras)),
         "measures": measures,
         "methods": {name: {**described[name], **scored[name]} for name in reconstructions},
     }
@@ -417,9 +246,9 @@ def evaluate(
     return Report(_json_safe(metrics), arrays, comparison_grid(trials.images, reconstructions))
 
 
-def default_output(checkpoint: Checkpoint, split: str) -> Path:
+def default_output(run: TrainedRun, split: str) -> Path:
     """<run>/eval-<split>-step<N>."""
-    return checkpoint.run / f"eval-{split}-step{checkpoint.step}"
+    return run.checkpoint.run / f"eval-{split}-step{run.checkpoint.step}"
 
 
 def open_output(out: Path) -> Path:
@@ -506,21 +335,21 @@ def evaluate_run(
     `inference` assignments (e.g. ["inference.temperature=0.5"]) change how the model decodes, nothing else.
     """
     warn = warn if is_main_process() else _quiet
-    checkpoint = with_inference(load_checkpoint(ckpt, step), inference or [])
-    dataset = load_dataset(data_path) if data_path is not None else load_training_data(checkpoint.meta["data"])
-    data = prepare_for_checkpoint(checkpoint, dataset, warn)
+    run = load_run(ckpt, step, inference or [])
+    dataset = load_dataset(data_path) if data_path is not None else run.training_data()
+    data = run.prepare(dataset, warn)
     split_trials(data, split)  # a bad or empty split fails here, before any folder is made
-    out = Path(out).absolute() if out is not None else default_output(checkpoint, split)
+    out = Path(out).absolute() if out is not None else default_output(run, split)
     if not is_main_process():
         # Every process takes part in the restore and the reconstructions; process 0 alone writes.
-        return out, evaluate(checkpoint, dataset, data, split, baselines, baseline_voxels)
+        return out, evaluate(run, dataset, data, split, baselines, baseline_voxels)
     tmp = open_output(out)
     try:
-        report = evaluate(checkpoint, dataset, data, split, baselines, baseline_voxels)
+        report = evaluate(run, dataset, data, split, baselines, baseline_voxels)
         write_report(report, tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log_to_tensorboard(report, checkpoint.run, warn)
+    log_to_tensorboard(report, run.checkpoint.run, warn)
     return out, report
 
 

@@ -43,8 +43,8 @@ DataError naming the file.
 .mat files must be MATLAB v4-v7 (v7.3 is HDF5: re-save with -v7). Each variable comes back in its
 MATLAB class, so a double 0/1 image that MATLAB stored compactly as bytes stays 0/1. Only real numeric
 variables are read; cells, structs, strings, sparse and complex variables are ignored unless a layout
-needs them, which is then an error. A damaged MAT-5 file is refused before scipy parses it, because
-scipy's reader can crash the process on one bad byte.
+needs them, which is then an error. A damaged MAT-5 file is refused before scipy parses it (mat5.py),
+because scipy's reader can crash the process on one bad byte.
 """
 
 from __future__ import annotations
@@ -53,8 +53,6 @@ import hashlib
 import io
 import math
 import os
-import struct
-import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -62,6 +60,7 @@ from typing import Any
 import numpy as np
 import scipy.io
 
+from vaegan_jax.data import mat5
 from vaegan_jax.data.dataset import Dataset, Trials, make_dataset
 from vaegan_jax.errors import DataError
 
@@ -81,17 +80,6 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _KEYS_SHOWN = 20
-_MAT5_HEADER_BYTES = 128
-_MAT5_MAX_DIMS_BYTES = 128
-_MI_MATRIX = 14
-_MI_COMPRESSED = 15
-# MAT-5 data type codes scipy can look up (miINT8..miDOUBLE, miINT64, miUINT64, miUTF8..miUTF32).
-_MI_DATA_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 16, 17, 18})
-_MI_DIMS_TYPES = frozenset({5, 6})
-_MI_NAME_TYPES = frozenset({1, 16})
-_MX_NUMERIC = frozenset(range(6, 16))
-_MX_OPAQUE = 17
-_MX_CLASS_NAMES = {1: "cell", 2: "struct", 3: "object", 4: "char", 5: "sparse", 16: "function-handle", 17: "opaque"}
 
 
 def load_dataset(path: str | os.PathLike[str]) -> Dataset:
@@ -109,6 +97,34 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
     if layout == "DGMM":
         return from_dgmm_mapping(arrays, source, content_hash)
     return from_npz_mapping(arrays, source, content_hash, name=Path(path).stem)
+
+
+def load_voxel_rows(path: str | os.PathLike[str], key: str | None = None) -> np.ndarray:
+    """(N, V) float32 voxel rows from a .npy file, or from the array `key` of a .npz or .mat file (by default its
+    only array), checked as the loaders check a data set's voxels."""
+    source = _one_line(os.fspath(path))
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise DataError(f"{source}: cannot read the file ({_describe(exc)})") from exc
+    if data.startswith(_NPY_MAGIC):
+        if key is not None:
+            raise DataError(f"{source}: a .npy file holds a single array; name none")
+        try:
+            array = np.load(io.BytesIO(data), allow_pickle=False)
+        except Exception as exc:
+            # Broad on purpose: numpy raises many unrelated types for a damaged header or a pickled array.
+            raise DataError(f"{source}: not a readable .npy file ({_describe(exc)})") from exc
+        return _voxels(array, "the array", source)
+    arrays = _open_arrays(data, source)
+    names = sorted(arrays)
+    if key is None and len(names) != 1:
+        shown = ", ".join(names[:_KEYS_SHOWN]) + (", ..." if len(names) > _KEYS_SHOWN else "")
+        raise DataError(f"{source}: holds {len(names)} arrays ({shown}); name the one with the voxels (decode.py --key)")
+    key = names[0] if key is None else key
+    if key not in arrays:
+        raise DataError(f"{source}: no array {key!r}; it holds {', '.join(names[:_KEYS_SHOWN])}")
+    return _voxels(arrays[key], key, source)
 
 
 def from_donders_mapping(
@@ -224,11 +240,7 @@ def _open_arrays(data: bytes, source: str) -> Mapping[str, np.ndarray]:
             # Broad on purpose: numpy and zipfile raise many unrelated types for a damaged archive.
             raise DataError(f"{source}: not a readable .npz archive ({_describe(exc)})") from exc
         return _NpzArrays(npz, source)
-    # scipy reads a file as MAT-4 when a zero is among its first four bytes, and as MAT-5 when its
-    # version byte says 1; only the MAT-5 reader needs the safety scan.
-    header = data[124:128]
-    is_mat5 = len(data) >= _MAT5_HEADER_BYTES and 0 not in data[:4] and header[int(header[2:3] == b"I")] == 1
-    numeric, others = _scan_mat5(data, source) if is_mat5 else (None, {})
+    numeric, others = mat5.scan(data, source) if mat5.is_mat5(data) else (None, {})
     try:
         # mat_dtype restores each variable's MATLAB class: MATLAB stores whole-valued doubles as small
         # integers, and without it a 0/1 double image would come back as uint8 and be read as 0..255.
@@ -239,103 +251,6 @@ def _open_arrays(data: bytes, source: str) -> Mapping[str, np.ndarray]:
         raise DataError(f"{source}: neither a readable .mat (MATLAB v4-v7) nor .npz file ({_describe(exc)})") from exc
     arrays = {key: value for key, value in contents.items() if not key.startswith("__")}
     return _MatArrays(arrays, others, source)
-
-
-class _Mat5Cursor:
-    """Reads MAT-5 tags in the order scipy's VarReader5 does, with every read bounds-checked."""
-
-    def __init__(self, data: bytes, position: int, order: str, source: str) -> None:
-        self.data = data
-        self.position = position
-        self.order = order
-        self.source = source
-
-    def damaged(self, problem: str) -> DataError:
-        """The error for a MAT-5 structure scipy cannot be trusted to read."""
-        return DataError(f"{self.source}: damaged .mat file ({problem} at byte {self.position})")
-
-    def take(self, count: int) -> bytes:
-        """The next `count` bytes."""
-        if count > len(self.data) - self.position:
-            raise self.damaged("truncated data")
-        chunk = self.data[self.position : self.position + count]
-        self.position += count
-        return chunk
-
-    def full_tag(self) -> tuple[int, int]:
-        """(type code, byte count) of a tag that cannot be a small data element."""
-        code, count = struct.unpack(self.order + "II", self.take(8))
-        return code, count
-
-    def element(self) -> tuple[int, bytes]:
-        """(type code, payload) of the next data element, small or full, skipping its padding."""
-        code, count = self.full_tag()
-        if code >> 16:
-            # Small data element: the byte count sits in the upper half-word, the payload in the tag.
-            if code >> 16 > 4:
-                raise self.damaged("malformed small data element")
-            return code & 0xFFFF, self.data[self.position - 4 : self.position - 4 + (code >> 16)]
-        payload = self.take(count)
-        # The last element of a stream may lack its padding; scipy tolerates that, so do we.
-        self.position = min(len(self.data), self.position + (-count) % 8)
-        return code, payload
-
-    def matrix_header(self) -> tuple[str, int, bool]:
-        """(name, MATLAB class code, is complex) of the matrix whose contents start here."""
-        self.take(8)
-        flags, _ = struct.unpack(self.order + "II", self.take(8))
-        if flags & 0xFF != _MX_OPAQUE:
-            code, dims = self.element()
-            if code not in _MI_DIMS_TYPES or len(dims) > _MAT5_MAX_DIMS_BYTES:
-                raise self.damaged("malformed dimensions")
-        code, name = self.element()
-        if code not in _MI_NAME_TYPES:
-            raise self.damaged("malformed variable name")
-        return name.decode("latin1"), flags & 0xFF, bool(flags >> 11 & 1)
-
-    def check_numeric_data(self) -> None:
-        """Refuse the next data element unless its type code is one scipy can look up."""
-        code, _ = self.element()
-        if code not in _MI_DATA_TYPES:
-            raise self.damaged(f"data element of unknown type {code}")
-
-
-def _scan_mat5(data: bytes, source: str) -> tuple[list[str], dict[str, str]]:
-    """Names of the numeric variables of a MAT-5 file, checked safe for scipy, and the other variables' classes.
-
-    scipy (1.17 and earlier) looks a data element's type code up in a fixed C table without a bounds
-    check, so one damaged byte in a numeric variable kills the process with a segmentation fault
-    instead of raising. This walks each variable the way scipy will and checks those codes first;
-    non-numeric variables (cells, structs, strings, ...) are listed but never handed to scipy.
-    """
-    order = "<" if data[126:128] == b"IM" else ">"
-    numeric: list[str] = []
-    others: dict[str, str] = {}
-    position = _MAT5_HEADER_BYTES
-    while position < len(data):
-        top = _Mat5Cursor(data, position, order, source)
-        code, count = top.full_tag()
-        if count == 0:
-            raise top.damaged("empty variable")
-        position = top.position + count
-        cursor = top
-        if code == _MI_COMPRESSED:
-            try:
-                inflated = zlib.decompressobj().decompress(data[top.position : position])
-            except zlib.error as exc:
-                raise top.damaged(f"bad compressed data, {_describe(exc)}") from exc
-            cursor = _Mat5Cursor(inflated, 0, order, source)
-            code, _ = cursor.full_tag()
-        if code != _MI_MATRIX:
-            raise cursor.damaged(f"element of type {code} where a variable should start")
-        name, mclass, is_complex = cursor.matrix_header()
-        if mclass in _MX_NUMERIC and not is_complex:
-            cursor.check_numeric_data()
-            numeric.append(name)
-        elif name:
-            # Complex variables stay away from scipy too: with mat_dtype it would drop the imaginary part.
-            others[name] = "complex" if is_complex else _MX_CLASS_NAMES.get(mclass, f"class-{mclass}")
-    return numeric, others
 
 
 class _MatArrays(Mapping[str, np.ndarray]):

@@ -1,0 +1,60 @@
+"""Reconstruct images from new voxel rows with a trained run: `python decode.py --run RUN --voxels FILE`."""
+
+from __future__ import annotations
+
+from vaegan_jax import cli
+
+PER_ROW = 10
+
+
+def parse_args(argv: list[str]):
+    """The command line of decode.py."""
+    parser = cli.OneLineArgumentParser(
+        prog="decode.py",
+        description="Reconstruct the images seen in new scans of the participant a run was trained on. The "
+        "voxel rows are raw, every voxel in the layout of the training file; the run z-scores and selects them "
+        "as it did in training. Writes reconstructions.npz (images: (N, H, W) in [0, 1]) and reconstructions.png.",
+    )
+    parser.add_argument("--run", required=True, metavar="PATH",
+                        help="run folder, its checkpoints/ folder or a checkpoints/<step> folder")
+    parser.add_argument("--voxels", required=True, metavar="FILE",
+                        help=".npy file of (trials, voxels) rows, or a .npz or .mat file holding such an array")
+    parser.add_argument("--key", metavar="NAME", help="the array of a .npz or .mat file to read (default: its only array)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: <voxels file name>-decoded)")
+    parser.add_argument("--step", type=int, metavar="N", help="checkpoint step (default: the best by validation score)")
+    parser.add_argument("--set", action="append", default=[], metavar="inference.FIELD=VALUE",
+                        help="decode differently from training, e.g. --set inference.samples=0; repeatable")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    """Parse arguments, read the voxels, reconstruct, write the images."""
+    args = parse_args(argv)
+    cli.use_compilation_cache()
+    from pathlib import Path
+
+    import numpy as np
+
+    from vaegan_jax import load_run
+    from vaegan_jax.data.loaders import load_voxel_rows
+    from vaegan_jax.errors import ConfigError
+    from vaegan_jax.images import save_png, tile_rows
+
+    voxels = load_voxel_rows(args.voxels, args.key)
+    run = load_run(args.run, args.step, args.set)
+    images = run.reconstruct(voxels, source=args.voxels)
+    out = Path(args.out or f"{Path(args.voxels).name}-decoded")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out / "reconstructions.npz", images=images.astype(np.float32),
+                            checkpoint=str(run.checkpoint.path))
+        save_png(out / "reconstructions.png", tile_rows([images[i:i + PER_ROW] for i in range(0, len(images), PER_ROW)]))
+    except OSError as err:
+        raise ConfigError(f"{out}: cannot write the reconstructions ({err.strerror or err}); choose another --out") from None
+    print(f"{len(images)} reconstructions by {run.checkpoint.path}\nwritten  {out}  (reconstructions.npz, reconstructions.png)")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_as_program(main)

@@ -1,0 +1,27 @@
+"""The training loop's cadence: when it validates and when it saves."""
+
+from __future__ import annotations
+
+from vaegan_jax import cadence
+
+
+def test_validation_follows_its_period_the_stage_end_and_a_stop() -> None:
+    assert [cadence.validate_now(epoch, 5, 2, False) for epoch in range(1, 6)] == [False, True, False, True, True]
+    assert cadence.validate_now(1, 5, 2, stopping=True)
+
+
+def test_only_a_better_score_improves() -> None:
+    assert cadence.improves(0.2, None) and cadence.improves(0.3, 0.2)
+    assert not cadence.improves(0.2, 0.2) and not cadence.improves(0.1, 0.2) and not cadence.improves(None, 0.2)
+
+
+def test_saving_follows_new_bests_its_period_the_stage_end_and_a_stop() -> None:
+    # The schedule of test_training's run: bests at epochs 1 and 3, a checkpoint every 4 epochs, 5 in the stage.
+    scores, best, saved = [0.2, 0.1, 0.3, 0.28, 0.25], None, []
+    for epoch, score in enumerate(scores, start=1):
+        improved = cadence.improves(score, best)
+        best = score if improved else best
+        if cadence.save_now(epoch, 5, 4, improved, stopping=False):
+            saved.append(epoch)
+    assert saved == [1, 3, 4, 5]
+    assert cadence.save_now(2, 5, 4, improved=False, stopping=True)

@@ -1,0 +1,54 @@
+"""Where a data set came from, recorded so that a checkpoint can load its training data again."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from vaegan_jax.data.dataset import Dataset
+from vaegan_jax.data.loaders import load_dataset
+from vaegan_jax.data.synthetic import load_synthetic
+from vaegan_jax.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class DataOrigin:
+    """A data file (absolute path), the embedded stand-in (its seed), or neither: data made in memory."""
+
+    file: str | None = None
+    synthetic_seed: int | None = None
+
+    @classmethod
+    def of_file(cls, path: str | Path) -> DataOrigin:
+        """The origin of data read from `path`."""
+        return cls(file=str(Path(path).absolute()))
+
+    @classmethod
+    def guess(cls, dataset: Dataset) -> DataOrigin:
+        """The file a loaded data set names as its source, if there is one; else an unknown origin."""
+        return cls.of_file(dataset.source) if Path(dataset.source).is_file() else cls()
+
+    @property
+    def known(self) -> bool:
+        """Whether the data can be loaded again from this origin."""
+        return self.file is not None or self.synthetic_seed is not None
+
+    def load(self) -> Dataset:
+        """The data set again, from its file or by generating the stand-in."""
+        if self.synthetic_seed is not None:
+            return load_synthetic(self.synthetic_seed)
+        if self.file is None:
+            raise DataError("the data was made in memory and cannot be loaded again; pass --data PATH")
+        if not Path(self.file).is_file():
+            raise DataError(f"{self.file}: the data the run was trained on is not there; pass --data PATH")
+        return load_dataset(self.file)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form a checkpoint stores."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> DataOrigin:
+        """The origin a checkpoint stored."""
+        return cls(file=document.get("file"), synthetic_seed=document.get("synthetic_seed"))

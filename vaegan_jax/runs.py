@@ -1,0 +1,164 @@
+"""A run folder: where each file lives, opening one without clobbering another run, and its provenance."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+
+import vaegan_jax
+from vaegan_jax import config as config_lib
+from vaegan_jax.config import Config
+from vaegan_jax.data.dataset import Dataset
+from vaegan_jax.errors import CheckpointError, ConfigError
+from vaegan_jax.sharding import barrier
+
+RECORDED_PACKAGES = (
+    "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "scikit-image", "tensorboardX",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    """Where a run keeps its files."""
+
+    root: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        """The orbax checkpoints, one folder per step (checkpoints.py)."""
+        return self.root / "checkpoints"
+
+    @property
+    def tensorboard(self) -> Path:
+        """The TensorBoard event files of training and of eval.py."""
+        return self.root / "tensorboard"
+
+    @property
+    def config(self) -> Path:
+        """The config the run trains with (rewritten once the run has made its choices)."""
+        return self.root / "config.json"
+
+    @property
+    def run_info(self) -> Path:
+        """Provenance: command, code and package versions, devices, data, timing."""
+        return self.root / "run_info.json"
+
+    @property
+    def metrics(self) -> Path:
+        """The final report of the best checkpoint."""
+        return self.root / "metrics.json"
+
+    @property
+    def grid(self) -> Path:
+        """The final report's test reconstructions as a PNG."""
+        return self.root / "reconstructions.png"
+
+    @property
+    def choices(self) -> Path:
+        """The settings the run chose by cross-validation (choices.py), when it chose any."""
+        return self.root / "choices.json"
+
+
+def data_meta(dataset: Dataset) -> dict[str, Any]:
+    """How the run's provenance and eval.py's report describe a data set."""
+    return {
+        "name": dataset.name, "source": dataset.source, "fingerprint": dataset.fingerprint,
+        "n_voxels": dataset.n_voxels, "image_size": dataset.image_size,
+    }
+
+
+def run_info(config: Config, dataset: Dataset, argv: list[str] | None) -> dict[str, Any]:
+    """Everything needed to repeat a run: command, code and package versions, data fingerprint."""
+    commit = _git("rev-parse", "HEAD")
+    # Uncommitted edits to tracked files mean the commit alone does not name the code that ran.
+    changes = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "command": argv if argv is not None else sys.argv,
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "vaegan_jax": vaegan_jax.__version__,
+        "git_commit": commit or None,
+        "git_dirty": None if commit is None else bool(changes),
+        "python": platform.python_version(),
+        "packages": {name: _package_version(name) for name in RECORDED_PACKAGES},
+        "devices": [str(d) for d in jax.devices()],
+        "data": data_meta(dataset),
+        "preset": config.preset,
+    }
+
+
+def _git(*args: str) -> str | None:
+    """Output of a git command run beside this file, or None outside a git checkout."""
+    try:
+        done = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def open_run_folder(out: str | os.PathLike, resume: bool, overwrite: bool) -> RunPaths:
+    """Check that a run folder can be used without clobbering an earlier run, and that it is writable.
+
+    Creates the folder when missing but deletes nothing: with `overwrite`, `training.run_training` clears
+    the earlier run only once the new one has been set up without error.
+    """
+    paths = RunPaths(Path(out))
+    if paths.root.exists() and not paths.root.is_dir():
+        raise ConfigError(f"{paths.root}: exists and is not a folder")
+    exists = paths.root.is_dir() and any(paths.root.iterdir())
+    if exists and not (resume or overwrite):
+        raise ConfigError(f"{paths.root}: run folder exists; pass --resume to continue it or --overwrite to replace it")
+    if resume and not paths.config.exists():
+        raise CheckpointError(f"{paths.root}: nothing to resume (no config.json)")
+    if exists and overwrite and not resume and not (paths.config.exists() or paths.checkpoints.is_dir()):
+        raise ConfigError(f"{paths.root}: not a run folder (no config.json or checkpoints); --overwrite only replaces runs")
+    # Every process has decided on the folder as it was before any of them writes into it.
+    barrier("run folder checked")
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        probe = paths.root / f".write_probe{jax.process_index()}"
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"{paths.root}: output folder is not writable ({err.strerror})") from None
+    return paths
+
+
+def read_saved_config(paths: RunPaths) -> Config:
+    """The config a run folder was started with."""
+    try:
+        return config_lib.from_dict(json.loads(paths.config.read_text()))
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{paths.config}: unreadable run configuration ({type(err).__name__})") from None
+
+
+def write_json(path: Path, document: Any) -> None:
+    """Write JSON through a temporary file, so a killed process leaves the old file or the new, never half."""
+    tmp = path.with_name(f"{path.name}.tmp")
+    tmp.write_text(json.dumps(document, indent=2))
+    os.replace(tmp, path)
+
+
+def check_free_space(paths: RunPaths, arrays: Any) -> None:
+    """Fail before training when the disk cannot hold two checkpoints of these arrays."""
+    need = 2 * sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(arrays) if hasattr(x, "dtype"))
+    free = shutil.disk_usage(paths.root).free
+    if free < need:
+        raise ConfigError(f"{paths.root}: {free / 2**20:.0f} MiB free, checkpoints need about {need / 2**20:.0f} MiB")

@@ -1,0 +1,156 @@
+"""A trained run as a Python object: `load_run(path).reconstruct(voxels)` decodes new scans of the participant.
+
+    run = vaegan_jax.load_run("runs/my-run")           # the best checkpoint by validation score
+    images = run.reconstruct(voxels)                   # (N, V) raw voxel rows -> (N, H, W) in [0, 1]
+    report = run.evaluate(split="test")                # eval.py's report, in memory
+
+The run applies its own preprocessing: voxels are z-scored with the statistics of the run's fit trials and
+the voxels the run selected are kept; rows must hold every voxel, in the layout of the training file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from vaegan_jax import config as config_lib
+from vaegan_jax.checkpoints import Checkpoint, CheckpointMeta, load_checkpoint
+from vaegan_jax.config import Config
+from vaegan_jax.data import load_dataset
+from vaegan_jax.data.dataset import Dataset
+from vaegan_jax.data.prepare import PreparedData, prepare
+from vaegan_jax.errors import CheckpointError, ConfigError, DataError
+from vaegan_jax.reconstruction import Reconstructor, model_inputs
+from vaegan_jax.steps import States
+
+if TYPE_CHECKING:
+    from vaegan_jax.evaluation import Report
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    """A restored checkpoint of a run, ready to decode: its config (inference as asked), states and preprocessing."""
+
+    checkpoint: Checkpoint
+    config: Config
+    reconstructor: Reconstructor
+
+    @property
+    def meta(self) -> CheckpointMeta:
+        """The checkpoint's metadata: stage, epoch, config as trained, the training data's record, the split."""
+        return self.checkpoint.meta
+
+    @property
+    def states(self) -> States:
+        """Every member's train states, stacked on a leading member axis."""
+        return self.checkpoint.arrays.states
+
+    @property
+    def n_voxels(self) -> int:
+        """How many voxels a row of raw voxels must hold."""
+        return self.meta.data.n_voxels
+
+    @property
+    def image_size(self) -> int:
+        """The side of the stimuli, and of the reconstructions."""
+        return self.meta.data.image_size
+
+    def with_inference(self, assignments: list[str]) -> TrainedRun:
+        """The run decoding as `inference.field=value` assignments say (how the fMRI path turns a posterior into an image)."""
+        for assignment in assignments:
+            if not assignment.strip().startswith("inference."):
+                raise ConfigError(f"--set {assignment!r}: eval.py changes only inference.* (samples, temperature); "
+                                  "the rest of the config is the trained model's")
+        config = config_lib.override(self.config, assignments)
+        return dataclasses.replace(self, config=config, reconstructor=Reconstructor(config, self.checkpoint.mesh))
+
+    def decode(self, model_voxels: np.ndarray) -> np.ndarray:
+        """Each member's reconstructions (member, trial, H, W) of voxels already z-scored and selected."""
+        arrays = self.checkpoint.arrays
+        return self.reconstructor(arrays.states, arrays.keys, np.asarray(model_voxels, np.float32), "fmri", self.image_size)
+
+    def member_reconstructions(self, voxels: np.ndarray, source: str = "voxels") -> np.ndarray:
+        """Each member's reconstructions (member, trial, H, W) in [0, 1] of raw voxel rows (trial, voxel);
+        errors name the rows `source`."""
+        voxels = np.asarray(voxels)
+        if voxels.ndim != 2 or not np.issubdtype(voxels.dtype, np.number):
+            raise DataError(f"{source}: expected a 2-D numeric (trials, voxels) array, got {voxels.dtype} of shape "
+                            f"{voxels.shape}")
+        if voxels.shape[1] != self.n_voxels:
+            raise DataError(
+                f"{source}: {voxels.shape[1]} voxels per row, but {self.checkpoint.path} was trained on {self.n_voxels}; "
+                "give raw rows of the same participant with every voxel, as in the training file"
+            )
+        voxels = voxels.astype(np.float32)
+        if not np.all(np.isfinite(voxels)):
+            raise DataError(f"{source}: the voxels contain NaN or infinite values")
+        selection = np.asarray(self.meta.split.voxels, np.int64)
+        return self.decode(model_inputs(voxels, self.checkpoint.arrays.scaler, selection))
+
+    def reconstruct(self, voxels: np.ndarray, source: str = "voxels") -> np.ndarray:
+        """The model's reconstructions (trial, H, W) in [0, 1] of raw voxel rows (trial, voxel): the members' mean."""
+        return self.member_reconstructions(voxels, source).mean(axis=0)
+
+    def training_data(self) -> Dataset:
+        """The data set the run was trained on, loaded again from the file or generator it records."""
+        return self.meta.data.origin.load()
+
+    def prepare(self, dataset: Dataset, warn: Callable[[str], None] = _stderr) -> PreparedData:
+        """The run's fit/val/test splits of `dataset`, refusing data the model cannot read and warning on other data."""
+        trained = self.meta.data
+        if dataset.n_voxels != trained.n_voxels:
+            raise DataError(f"{dataset.source}: {dataset.n_voxels} voxels, but {self.checkpoint.path} was trained "
+                            f"on {trained.n_voxels}")
+        train = self.config.train
+        data = prepare(dataset, train.val_trials, train.split_seed, train.selected_voxels, train.shipped_prior)
+        if dataset.fingerprint != trained.fingerprint:
+            warn(f"warning: evaluating on data {dataset.fingerprint} ({dataset.source}), but {self.checkpoint.path} "
+                 f"was trained on data {trained.fingerprint} ({trained.source})")
+            return data
+        split = self.meta.split
+        rebuilt = {
+            "fit trials": (data.fit.indices, split.fit), "val trials": (data.val.indices, split.val),
+            "test trials": (data.test.indices, split.test), "selected voxels": (data.voxel_selection, split.voxels),
+        }
+        for what, (indices, recorded) in rebuilt.items():
+            # Same data, another split or selection: "train", "val" and the model's inputs would silently change.
+            if tuple(indices.tolist()) != recorded:
+                raise CheckpointError(
+                    f"{self.checkpoint.path}: the {what} rebuilt from the config differ from the ones recorded in "
+                    "the checkpoint; it was written by another version of vaegan_jax"
+                )
+        return data
+
+    def evaluate(
+        self,
+        data_path: str | os.PathLike | None = None,
+        split: str = "test",
+        baselines: tuple[str, ...] = ("ridge", "mean"),
+        baseline_voxels: str = "all",
+        warn: Callable[[str], None] = _stderr,
+    ) -> Report:
+        """eval.py's report of a split (the training data's unless `data_path` names other), in memory: a
+        `evaluation.Report` with metrics.json's content, the reconstructions and the grid."""
+        # evaluation.py builds on this module (eval.py loads runs through it), so it is imported when needed.
+        from vaegan_jax import evaluation
+
+        dataset = self.training_data() if data_path is None else load_dataset(data_path)
+        return evaluation.evaluate(self, dataset, self.prepare(dataset, warn), split, baselines, baseline_voxels)
+
+
+def load_run(path: str | os.PathLike, step: int | None = None, inference: list[str] | tuple[str, ...] = ()) -> TrainedRun:
+    """A trained run from its folder, its checkpoints/ folder or a checkpoints/<step> folder (the best checkpoint
+    by validation score unless a step is named); `inference` assignments change how it decodes."""
+    checkpoint = load_checkpoint(Path(path), step)
+    config = checkpoint.meta.config
+    run = TrainedRun(checkpoint, config, Reconstructor(config, checkpoint.mesh))
+    return run.with_inference(list(inference)) if inference else run
