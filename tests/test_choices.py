@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import jax
@@ -105,3 +106,30 @@ def test_selection_matches_a_fresh_one(chosen_run: Path, dataset: Dataset) -> No
 def test_invalid_choice_settings_are_refused(tiny_config: Config, assignments: list[str]) -> None:
     with pytest.raises(ConfigError):
         config_lib.override(tiny_config, assignments)
+
+
+@pytest.mark.slow
+def test_a_run_that_ends_before_stage_two_reports_from_its_stage_one_checkpoint(
+    choosing_config: Config, dataset: Dataset, tmp_path: Path
+) -> None:
+    # Stage I's checkpoints predate the choice: their cognitive encoder reads every voxel, the chosen
+    # config fewer. The final report must restore them all the same.
+    config = config_lib.override(choosing_config, ["train.voxel_candidates=4", "train.epochs=1,0,0"])
+    _, report, _ = run_training(config, dataset, tmp_path / "run", progress=False, log=lambda message: None)
+    assert report["stage"] == 1
+    assert np.isfinite(report["test"]["pcc_image"])
+    assert json.loads((tmp_path / "run" / "choices.json").read_text())["chosen"]["train.selected_voxels"] == 4
+
+
+@pytest.mark.slow
+def test_a_run_killed_between_the_choice_and_stage_two_resumes(
+    choosing_config: Config, dataset: Dataset, tmp_path: Path
+) -> None:
+    config = config_lib.override(choosing_config, ["train.voxel_candidates=4", "train.epochs=1,1,0"])
+    run = tmp_path / "run"
+    run_training(config, dataset, run, progress=False, log=lambda message: None)
+    # As if killed after the choice (config.json holds it) and before stage II's first checkpoint.
+    shutil.rmtree(run / "checkpoints" / "2")
+    _, report, _ = run_training(config, dataset, run, resume=True, progress=False, log=lambda message: None)
+    assert report["stage"] == 2 and report["checkpoint_step"] == 2
+    assert np.isfinite(report["test"]["pcc_fmri"])

@@ -31,7 +31,9 @@ from vaegan_jax.errors import CheckpointError, ConfigError, VaeganError
 from vaegan_jax.images import labelled_grid, save_png
 from vaegan_jax.initialisation import ridge_initialised_cognitive_encoder
 from vaegan_jax.reconstruction import Reconstructor, path_scores
-from vaegan_jax.runs import RunPaths, check_free_space, open_run_folder, read_saved_config, run_info, write_json
+from vaegan_jax.runs import (
+    RunPaths, check_free_space, describe_run, open_run_folder, read_saved_config, run_info, write_json,
+)
 from vaegan_jax.sharding import any_process, barrier, describe, fetch, is_main_process, place_members, replicate, training_mesh
 from vaegan_jax.steps import STAGES, EpochRunner, Stage, create_members, make_eval_losses, stack_members, take_member
 from vaegan_jax.writer import RunWriter, main_process_log
@@ -152,23 +154,8 @@ class Trainer:
 
     def summary(self) -> str:
         """A few lines on what this run is about to do."""
-        cfg, data = self.config, self.data
-        extra = 0 if data.extra_images is None or not cfg.train.use_extra_images else len(data.extra_images)
-        reads = f"{len(data.voxel_selection)} of {self.dataset.n_voxels}"
-        if choices.needs_choice(cfg):
-            reads = "the voxels that cross-validation on the fit trials chooses after stage I (choices.json)"
-        return "\n".join([
-            f"data     {self.dataset.summary()}",
-            f"split    fit {len(data.fit)} / val {len(data.val)} / test {len(data.test)} trials "
-            f"(+{extra} image-only for stage I); voxels z-scored with fit-trial statistics, the cognitive "
-            f"encoder reads {reads}",
-            f"prior    stage I's image-only images: {data.extra_source if extra else 'none'}",
-            f"model    preset {cfg.preset}: {cfg.model.image_size}x{cfg.model.image_size} images, "
-            f"latent {cfg.model.latent_dim}, batch {cfg.train.batch_size}, epochs I/II/III {cfg.train.epochs}",
-            f"members  {cfg.train.ensemble} (seeds {cfg.train.seed}..{cfg.train.seed + cfg.train.ensemble - 1}) "
-            f"{describe(self.mesh, cfg.train.batch_size)}: {', '.join(str(d) for d in jax.devices())}",
-            f"run      {self.paths.root}",
-        ])
+        return describe_run(self.config, self.dataset, self.data, describe(self.mesh, self.config.train.batch_size),
+                            self.paths)
 
     # -- checkpoints -------------------------------------------------------------------------------
 
@@ -186,8 +173,9 @@ class Trainer:
 
     def restore(self, store: CheckpointStore, step: int) -> CheckpointMeta:
         """Load checkpoint `step` into this trainer (states, RNG keys, epoch count); return its metadata."""
-        tree, document = store.restore(step, abstract_tree(self.config, self.dataset.n_voxels, self.mesh))
-        meta = CheckpointMeta.from_json(document, store.directory / str(step))
+        meta = CheckpointMeta.from_json(store.read_meta(step), store.directory / str(step))
+        # A checkpoint's own config shapes its arrays: stage I's predate the run's choice of voxels.
+        tree, _ = store.restore(step, abstract_tree(meta.config, self.dataset.n_voxels, self.mesh))
         arrays = unpack(tree)
         scaler = self.data.scaler
         if not (np.array_equal(arrays.scaler.mean, scaler.mean) and np.array_equal(arrays.scaler.std, scaler.std)):
@@ -195,7 +183,12 @@ class Trainer:
                                   f"trials of {self.dataset.source}; it was trained on other data")
         # The restored arrays in this trainer's own train states (their optimisers and apply functions), so
         # the epoch programs compiled for those run on without compiling again.
-        self.states = jax.tree.unflatten(jax.tree.structure(self.states), jax.tree.leaves(arrays.states))
+        restored = jax.tree.unflatten(jax.tree.structure(self.states), jax.tree.leaves(arrays.states))
+        if list(meta.split.voxels) != self.data.voxel_selection.tolist():
+            # Saved before the choice, its cognitive encoder reads other voxels and has not been trained yet
+            # (stage II starts it afresh from ridge): this trainer's own, for the chosen voxels, stands in.
+            restored = {**restored, "cognitive_encoder": self.states["cognitive_encoder"]}
+        self.states = restored
         self.keys = arrays.keys
         self.epochs_done = meta.epochs_done
         return meta
