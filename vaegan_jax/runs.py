@@ -18,8 +18,10 @@ import jax
 
 import vaegan_jax
 from vaegan_jax import config as config_lib
+from vaegan_jax import choices
 from vaegan_jax.config import Config
 from vaegan_jax.data.dataset import Dataset
+from vaegan_jax.data.prepare import PreparedData
 from vaegan_jax.errors import CheckpointError, ConfigError
 from vaegan_jax.sharding import barrier
 
@@ -154,6 +156,26 @@ def write_json(path: Path, document: Any) -> None:
     tmp = path.with_name(f"{path.name}.tmp")
     tmp.write_text(json.dumps(document, indent=2))
     os.replace(tmp, path)
+
+
+def describe_run(config: Config, dataset: Dataset, data: PreparedData, layout: str, paths: RunPaths) -> str:
+    """A few lines on what a run is about to do: data, split, prior, model, members and devices, folder."""
+    extra = 0 if data.extra_images is None or not config.train.use_extra_images else len(data.extra_images)
+    reads = f"{len(data.voxel_selection)} of {dataset.n_voxels}"
+    if choices.needs_choice(config):
+        reads = "the voxels that cross-validation on the fit trials chooses after stage I (choices.json)"
+    return "\n".join([
+        f"data     {dataset.summary()}",
+        f"split    fit {len(data.fit)} / val {len(data.val)} / test {len(data.test)} trials "
+        f"(+{extra} image-only for stage I); voxels z-scored with fit-trial statistics, the cognitive "
+        f"encoder reads {reads}",
+        f"prior    stage I's image-only images: {data.extra_source if extra else 'none'}",
+        f"model    preset {config.preset}: {config.model.image_size}x{config.model.image_size} images, "
+        f"latent {config.model.latent_dim}, batch {config.train.batch_size}, epochs I/II/III {config.train.epochs}",
+        f"members  {config.train.ensemble} (seeds {config.train.seed}..{config.train.seed + config.train.ensemble - 1}) "
+        f"{layout}: {', '.join(str(d) for d in jax.devices())}",
+        f"run      {paths.root}",
+    ])
 
 
 def check_free_space(paths: RunPaths, arrays: Any) -> None:
