@@ -68,7 +68,7 @@ class TrainedRun:
         """The run decoding as `inference.field=value` assignments say (how the fMRI path turns a posterior into an image)."""
         for assignment in assignments:
             if not assignment.strip().startswith("inference."):
-                raise ConfigError(f"--set {assignment!r}: eval.py changes only inference.* (samples, temperature); "
+                raise ConfigError(f"--set {assignment!r}: a trained run changes only inference.* (samples, temperature); "
                                   "the rest of the config is the trained model's")
         config = config_lib.override(self.config, assignments)
         return dataclasses.replace(self, config=config, reconstructor=Reconstructor(config, self.checkpoint.mesh))
@@ -134,16 +134,17 @@ class TrainedRun:
         self,
         data_path: str | os.PathLike | None = None,
         split: str = "test",
-        baselines: tuple[str, ...] = ("ridge", "mean"),
+        baselines: tuple[str, ...] | None = None,
         baseline_voxels: str = "all",
         warn: Callable[[str], None] = _stderr,
     ) -> Report:
-        """eval.py's report of a split (the training data's unless `data_path` names other), in memory: a
-        `evaluation.Report` with metrics.json's content, the reconstructions and the grid."""
+        """eval.py's report of a split (the training data's unless `data_path` names other; eval.py's baselines
+        unless `baselines` names others), in memory: metrics.json's content, the reconstructions and the grid."""
         # evaluation.py builds on this module (eval.py loads runs through it), so it is imported when needed.
         from vaegan_jax import evaluation
 
         dataset = self.training_data() if data_path is None else load_dataset(data_path)
+        baselines = evaluation.DEFAULT_BASELINES if baselines is None else baselines
         return evaluation.evaluate(self, dataset, self.prepare(dataset, warn), split, baselines, baseline_voxels)
 
 

@@ -173,14 +173,18 @@ class Trainer:
 
     def restore(self, store: CheckpointStore, step: int) -> CheckpointMeta:
         """Load checkpoint `step` into this trainer (states, RNG keys, epoch count); return its metadata."""
-        meta = CheckpointMeta.from_json(store.read_meta(step), store.directory / str(step))
+        where = store.directory / str(step)
+        meta = CheckpointMeta.from_json(store.read_meta(step), where)
+        if meta.data.fingerprint != self.dataset.fingerprint:
+            raise CheckpointError(f"{where}: checkpoint was trained on data {meta.data.fingerprint} ({meta.data.source}), "
+                                  f"not on {self.dataset.fingerprint} ({self.dataset.source})")
         # A checkpoint's own config shapes its arrays: stage I's predate the run's choice of voxels.
         tree, _ = store.restore(step, abstract_tree(meta.config, self.dataset.n_voxels, self.mesh))
         arrays = unpack(tree)
         scaler = self.data.scaler
         if not (np.array_equal(arrays.scaler.mean, scaler.mean) and np.array_equal(arrays.scaler.std, scaler.std)):
-            raise CheckpointError(f"{store.directory / str(step)}: its voxel statistics are not those of the fit "
-                                  f"trials of {self.dataset.source}; it was trained on other data")
+            raise CheckpointError(f"{where}: its voxel statistics differ from those rebuilt from the data; it was "
+                                  "written by another version of vaegan_jax")
         # The restored arrays in this trainer's own train states (their optimisers and apply functions), so
         # the epoch programs compiled for those run on without compiling again.
         restored = jax.tree.unflatten(jax.tree.structure(self.states), jax.tree.leaves(arrays.states))
