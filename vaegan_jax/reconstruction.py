@@ -8,6 +8,8 @@ the stimulus resolution with pixels in [0, 1], one per member; the model's own r
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import numpy as np
 from jax.sharding import Mesh
@@ -59,3 +61,22 @@ def path_scores(stimuli: np.ndarray, reconstructions: dict[str, np.ndarray]) -> 
     scores = per_image_scores(stimuli, reconstructions)
     return {f"{measure}_{path}": float(np.mean(per_image[measure]))
             for path, per_image in scores.items() for measure in SUMMARY_METRICS}
+
+
+def ensemble_scores(
+    stimuli: dict[str, np.ndarray], members: dict[str, dict[str, np.ndarray]], seeds: list[int]
+) -> dict[str, Any]:
+    """The final report's figures: `path_scores` of the members' mean for "val" and "test" (empty for a split
+    without trials), and of each member for an ensemble. `members[split][path]` is (member, trial, H, W)."""
+
+    def scores(split: str, k: int | None) -> dict[str, float]:
+        if split not in members:
+            return {}
+        picked = {path: images.mean(axis=0) if k is None else images[k] for path, images in members[split].items()}
+        return path_scores(stimuli[split], picked)
+
+    report: dict[str, Any] = {split: scores(split, None) for split in ("val", "test")}
+    if len(seeds) > 1:
+        report["members"] = [{"seed": seed, **{split: scores(split, k) for split in ("val", "test")}}
+                             for k, seed in enumerate(seeds)]
+    return report

@@ -30,7 +30,7 @@ from vaegan_jax.data.prepare import PreparedData, prepare, select_voxels, to_mod
 from vaegan_jax.errors import CheckpointError, ConfigError, VaeganError
 from vaegan_jax.images import labelled_grid, save_png
 from vaegan_jax.initialisation import ridge_initialised_cognitive_encoder
-from vaegan_jax.reconstruction import Reconstructor, path_scores
+from vaegan_jax.reconstruction import Reconstructor, ensemble_scores, path_scores
 from vaegan_jax.runs import (
     RunPaths, check_free_space, describe_run, open_run_folder, read_saved_config, run_info, write_json,
 )
@@ -342,30 +342,15 @@ class Trainer:
         best = store.best_step()
         meta = None if best is None else self.restore(store, best)
         members = {split: self.member_reconstructions(split) for split in ("val", "test") if len(getattr(self.data, split))}
-
-        def split_scores(split: str, pick: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
-            """Scores of the images `pick` takes from each path's (member, trial, H, W) reconstructions."""
-            if split not in members:
-                return {}
-            return path_scores(getattr(self.data, split).images, {path: pick(images) for path, images in members[split].items()})
-
-        def average(images: np.ndarray) -> np.ndarray:
-            return images.mean(axis=0)
-
+        stimuli = {split: getattr(self.data, split).images for split in members}
+        seeds = [self.config.train.seed + k for k in range(self.config.train.ensemble)]
         report = {
             "checkpoint_step": best,
             "stage": 0 if meta is None else meta.stage,
             "epoch_in_stage": 0 if meta is None else meta.epoch_in_stage,
-            "val": split_scores("val", average),
-            "test": split_scores("test", average),
+            **ensemble_scores(stimuli, members, seeds),
         }
-        if self.config.train.ensemble > 1:
-            report["members"] = [
-                {"seed": self.config.train.seed + k,
-                 **{split: split_scores(split, lambda images: images[k]) for split in ("val", "test")}}
-                for k in range(self.config.train.ensemble)
-            ]
-        test = {path: average(images) for path, images in members["test"].items()}
+        test = {path: images.mean(axis=0) for path, images in members["test"].items()}
         grid = labelled_grid(
             [self.data.test.images, test["fmri"], test["image"]], ["stimulus", "fMRI path", "image path"]
         )
