@@ -49,10 +49,12 @@ def main(argv: list[str]) -> int:
         out.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(out / "reconstructions.npz", images=images.astype(np.float32),
                             checkpoint=str(run.checkpoint.path))
-        save_png(out / "reconstructions.png", tile_rows([images[i:i + PER_ROW] for i in range(0, len(images), PER_ROW)]))
+        rows = [images[i:i + PER_ROW] for i in range(0, len(images), PER_ROW)]
+        save_png(out / "reconstructions.png", tile_rows(rows))
     except OSError as err:
         raise ConfigError(f"{out}: cannot write the reconstructions ({err.strerror or err}); choose another --out") from None
-    print(f"{len(images)} reconstructions by {run.checkpoint.path}\nwritten  {out}  (reconstructions.npz, reconstructions.png)")
+    print(f"{len(images)} reconstructions by {run.checkpoint.path}")
+    print(f"written  {out}  (reconstructions.npz, reconstructions.png)")
     return 0
 
 

@@ -107,4 +107,6 @@ def test_the_rng_streams_are_distinct_and_init_is_what_create_members_uses(tiny_
     assert len(set(data.values())) == len(data), data
     members = take_member(create_members(tiny_config, 16, keys), 0)
     alone = create_states(tiny_config, 16, rng.init(keys[0]))
-    np.testing.assert_array_equal(members["generator"].params["Dense_0"]["kernel"], alone["generator"].params["Dense_0"]["kernel"])
+    for name in ("generator", "cognitive_encoder"):
+        np.testing.assert_array_equal(members[name].params["mu" if name == "cognitive_encoder" else "Dense_0"]["kernel"],
+                                      alone[name].params["mu" if name == "cognitive_encoder" else "Dense_0"]["kernel"])

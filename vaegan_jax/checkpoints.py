@@ -88,7 +88,7 @@ class CheckpointMeta:
     config: Config
     data: DataRecord
     split: Split
-    vaegan_jax: str = vaegan_jax.__version__
+    code_version: str = vaegan_jax.__version__
     val_score: float | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -98,7 +98,7 @@ class CheckpointMeta:
             "config": config_lib.to_dict(self.config),
             "data": dataclasses.asdict(self.data),
             "split": {name: list(indices) for name, indices in dataclasses.asdict(self.split).items()},
-            "vaegan_jax": self.vaegan_jax,
+            "vaegan_jax": self.code_version,
         }
 
     @classmethod
@@ -150,10 +150,12 @@ def abstract_tree(config: Config, n_voxels: int, mesh: Mesh) -> dict[str, Any]:
     n_inputs = selection_size(n_voxels, config.train.selected_voxels)
     shapes = jax.eval_shape(lambda: checkpoint_tree(create_members(config, n_inputs, keys), voxels, voxels, keys))
     members, shared = NamedSharding(mesh, PartitionSpec(MEMBERS)), NamedSharding(mesh, PartitionSpec())
-    return {
-        name: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shared if name == "scaler" else members), tree)
-        for name, tree in shapes.items()
-    }
+
+    def placed(name: str, tree: Any) -> Any:
+        sharding = shared if name == "scaler" else members
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+    return {name: placed(name, tree) for name, tree in shapes.items()}
 
 
 def unpack(tree: dict[str, Any]) -> CheckpointArrays:
