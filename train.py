@@ -91,7 +91,8 @@ def main(argv: list[str]) -> int:
     for member in report.get("members", []):
         row = [member["test"][f"{m}_fmri"] for m in ("pcc", "mse", "ssim", "ident_2way")]
         print(f"{'test':6} {'fmri':6} " + " ".join(f"{v:7.4f}" for v in row) + f"   member seed {member['seed']}")
-    parts = [f"{name} {t['epochs']} epochs {t['seconds']:.1f} s ({t['seconds'] / t['epochs']:.3g} s/epoch)"
+    parts = [f"{name} {t['epochs']} epochs {t['seconds']:.1f} s ({t['seconds'] / t['epochs']:.3g} s/epoch, the loop's "
+             f"own work {1000 * (t['seconds'] - t['waiting_seconds']) / t['epochs']:.0f} ms/epoch)"
              for name, t in timing.items() if t.get("epochs")]
     if "choices" in timing:
         parts.insert(1, f"choices {timing['choices']['seconds']:.1f} s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,9 @@ from vaegan_jax.config import Config
 from vaegan_jax.data import Dataset
 from vaegan_jax.steps import STAGES, TrainState
 from vaegan_jax.runs import RunPaths
-from vaegan_jax.training import Trainer
+from vaegan_jax.training import Interrupted, Trainer
 
-from conftest import N_TEST, N_TRAIN, assert_trees_identical, flat_arrays
+from conftest import N_TEST, N_TRAIN, assert_trees_identical, checkpoint_arrays, flat_arrays
 
 # Every test here reads a whole training run (or makes one).
 pytestmark = pytest.mark.slow
@@ -145,6 +146,47 @@ def test_a_validation_is_saved_only_when_it_is_a_new_best(tiny_config: Config, d
     # New bests (epochs 1 and 3), the checkpoint schedule (4) and the stage's end (5); epoch 2 fell back.
     assert saved == [(1, 0.2), (3, 0.3), (4, 0.28), (5, 0.25)]
     assert report["checkpoint_step"] == 3
+
+
+def _stage_two_run(config: Config, dataset: Dataset, root: Path, interrupt: threading.Event | None = None) -> Trainer:
+    paths = RunPaths(root)
+    paths.root.mkdir(exist_ok=True)
+    trainer = Trainer(config, dataset, paths, interrupt=interrupt, progress=False, log=lambda line: None)
+    if interrupt is None:
+        trainer.resume()
+    trainer.train()
+    return trainer
+
+
+def test_epochs_that_hand_their_states_on_train_exactly_what_epochs_one_at_a_time_train(
+    tiny_config: Config, dataset: Dataset, tmp_path: Path
+) -> None:
+    one_at_a_time = config_lib.override(tiny_config, ["train.epochs=0,4,0", "train.eval_every=1", "train.checkpoint_every=1"])
+    handed_on = config_lib.override(one_at_a_time, ["train.eval_every=4", "train.checkpoint_every=4"])
+    reference = _stage_two_run(one_at_a_time, dataset, tmp_path / "reference")
+    _stage_two_run(handed_on, dataset, tmp_path / "handed-on")
+    # Epochs 1-3 of the second run never came back to the host between them; the weights are the same bits.
+    assert CheckpointStore(tmp_path / "handed-on" / "checkpoints", read_only=True).steps() == [4]
+    template = reference.checkpoint_arrays()
+    assert_trees_identical(checkpoint_arrays(tmp_path / "reference", template, 4),
+                           checkpoint_arrays(tmp_path / "handed-on", template, 4))
+
+
+def test_a_signal_during_an_epoch_handed_on_stops_after_the_next_with_a_checkpoint(
+    tiny_config: Config, dataset: Dataset, tmp_path: Path
+) -> None:
+    config = config_lib.override(tiny_config, ["train.epochs=0,4,0", "train.eval_every=4", "train.checkpoint_every=4"])
+    interrupt = threading.Event()
+    interrupt.set()
+    with pytest.raises(Interrupted, match="saved checkpoint 2"):
+        _stage_two_run(config, dataset, tmp_path / "run", interrupt)
+    # Epoch 1's states had gone on to epoch 2, so the run stopped after epoch 2 and saved it; resumed, it
+    # ends where an uninterrupted run ends.
+    resumed = _stage_two_run(config, dataset, tmp_path / "run")
+    _stage_two_run(config, dataset, tmp_path / "uninterrupted")
+    template = resumed.checkpoint_arrays()
+    assert_trees_identical(checkpoint_arrays(tmp_path / "run", template, 4),
+                           checkpoint_arrays(tmp_path / "uninterrupted", template, 4))
 
 
 def test_train_py_writes_a_complete_run_folder(train_py_run: tuple[Path, subprocess.CompletedProcess]) -> None:

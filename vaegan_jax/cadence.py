@@ -29,3 +29,9 @@ def save_now(epoch: int, total: int, period: int, improved: bool, stopping: bool
     several epochs' worth of GPU steps.
     """
     return improved or every(epoch, period) or epoch == total or stopping
+
+
+def hands_on(epoch: int, total: int, validate_period: int, save_period: int) -> bool:
+    """Whether an epoch's states can go straight on to the next epoch: the schedule neither validates nor saves
+    after it (an epoch may still be the one a signal stops at; the loop then stops after the next)."""
+    return epoch < total and not every(epoch, validate_period) and not every(epoch, save_period)

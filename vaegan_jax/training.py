@@ -86,6 +86,7 @@ class Trainer:
         # Every process runs the same program; only the first reports.
         self.log = main_process_log(log)
         self.timing: dict[str, dict[str, float]] = {}
+        self.waited = 0.0  # seconds the current stage has waited on its epochs' results
         train = self.config.train
         self.data: PreparedData = prepare(
             dataset, train.val_trials, train.split_seed, train.selected_voxels, train.shipped_prior
@@ -246,12 +247,21 @@ class Trainer:
         train = self.config.train
         store.wait()
         best_score = store.best_score()
+        runner = self.epoch_runners[stage.number]
         bar = writer.bar(start, total, f"stage {stage.number}")
+        ahead, stopping = None, False
         for epoch in bar:
-            states, metrics = self.epoch_runners[stage.number](self.states, data, rng.train(self.keys, stage.number, epoch))
+            begun = time.perf_counter()
+            states, metrics = ahead or runner(self.states, data, rng.train(self.keys, stage.number, epoch))
+            # An epoch that the schedule neither validates nor saves hands its states straight on to the next,
+            # so the device trains on while the host checks and logs this one: no round trip between them.
+            handed_on = not stopping and cadence.hands_on(epoch + 1, total, train.eval_every, train.checkpoint_every)
+            ahead = runner(states, data, rng.train(self.keys, stage.number, epoch + 1)) if handed_on else None
             metrics = fetch(metrics)
-            # A signal may reach the processes in different epochs; they must stop after the same one.
-            stop = any_process(self.interrupt.is_set())
+            self.waited += time.perf_counter() - begun
+            # A signal may reach the processes in different epochs; they must stop after the same one, and
+            # after the next if this one's states have gone on to it.
+            stop = stopping or any_process(self.interrupt.is_set())
             problem = first_non_finite(stage, epoch + 1, metrics)
             if problem is not None:
                 bar.close()
@@ -261,6 +271,9 @@ class Trainer:
             self.epochs_done += 1
             means = self._log_epoch(stage, metrics, writer)
             bar.set_postfix({k.split("/")[1][:5]: f"{v:.3g}" for k, v in means.items() if k.startswith("loss/")})
+            if handed_on:
+                stopping = stop
+                continue
             validate = cadence.validate_now(epoch + 1, total, train.eval_every, stop)
             score = self.validate(stage, writer) if validate else None
             improved = cadence.improves(score, best_score)
@@ -325,11 +338,14 @@ class Trainer:
                     stage_end = self.offsets[stage.number - 1] + self.config.train.epochs[stage.number - 1]
                     if self.epochs_done < stage_end:
                         self.epochs_done = max(self.epochs_done, self.offsets[stage.number - 1])
-                        start, epochs_before = time.perf_counter(), self.epochs_done
+                        start, epochs_before, self.waited = time.perf_counter(), self.epochs_done, 0.0
                         self.run_stage(stage, store, writer)
                         store.wait()
+                        # waiting: the loop blocked on the epochs' results (steps, compilation); the rest is its
+                        # own work (validation, checkpoints, logging, the choice's rebuild), docs/performance.md.
                         timing[stage.name] = {"epochs": self.epochs_done - epochs_before,
-                                              "seconds": round(time.perf_counter() - start, 3)}
+                                              "seconds": round(time.perf_counter() - start, 3),
+                                              "waiting_seconds": round(self.waited, 3)}
                 start = time.perf_counter()
                 report = self.final_report(store, writer)
                 timing["final_report"] = {"seconds": round(time.perf_counter() - start, 3)}
