@@ -18,6 +18,10 @@ For every (preset, stage) it measures, on the embedded synthetic data prepared a
 With --ensemble K (default 4) it then times the `fast` preset's epoch chunk per step for each stage with one
 member and with K members (alternating, same data), and prints the ratio: what training an ensemble costs.
 
+With --loop-epochs N it trains N epochs of each preset's stage II through the real training loop (validation
+and checkpoints on the preset's schedule) and prints the loop's own work per epoch: the stage's wall time less
+the time it waited on the epochs' results (train.py's summary prints the same for a whole run).
+
 With --peer PYTHON it runs the peer script (eager PyTorch, the `seed` geometry, stage I, batch 5) with that
 interpreter in rounds interleaved with our own seed stage-I measurement (peer, ours, peer, ours, ...), so
 slow drift in the machine's load hits both alike, and prints the ratio ours/peer (median over rounds).
@@ -41,6 +45,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -218,6 +223,24 @@ def ensemble_cost(
     return result
 
 
+def loop_cost(preset: str, epochs: int, dataset: Any, workdir: Path, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The training loop's own work per epoch: a real `epochs`-epoch stage II of the preset (validation and
+    checkpoints on the preset's schedule), its wall time against the time it waited on the epochs' results."""
+    fixed = ("train.selected_voxels=450", "inference.temperature=1")  # no choice: stage I does not train here
+    trainer = make_trainer(preset, dataset, workdir / "loop", overrides=(*overrides, *fixed, f"train.epochs=0,{epochs},0"))
+    trainer.paths.root.mkdir(parents=True)
+    trainer.train()
+    timing = trainer.timing["stage2"]
+    own = timing["seconds"] - timing["waiting_seconds"]
+    result = {"preset": preset, "stage": 2, **timing, "own_ms_per_epoch": 1000 * own / timing["epochs"],
+              "eval_every": trainer.config.train.eval_every, "checkpoint_every": trainer.config.train.checkpoint_every}
+    print(f"loop {preset} stage 2: {timing['epochs']} epochs in {timing['seconds']:.2f} s, waiting on the epochs "
+          f"{timing['waiting_seconds']:.2f} s, the loop's own work {result['own_ms_per_epoch']:.1f} ms per epoch "
+          f"(validation every {result['eval_every']}, checkpoint every {result['checkpoint_every']})", flush=True)
+    shutil.rmtree(workdir / "loop")
+    return result
+
+
 def run_peer(python: str, script: Path, steps: int) -> float:
     """Milliseconds per stage-I step of the PyTorch peer, from one run of its script."""
     done = subprocess.run([python, str(script), str(steps), str(PEER_BATCH)], capture_output=True, text=True)
@@ -324,6 +347,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ensemble", type=int, default=4, metavar="K",
                    help="also time an epoch chunk of K members against one model (0: skip)")
     p.add_argument("--ensemble-preset", default="fast", help="preset of the ensemble timing")
+    p.add_argument("--loop-epochs", type=int, default=0, metavar="N",
+                   help="also train N epochs of stage II per preset and print the loop's own work per epoch "
+                        "(validation, checkpoints, logging: the stage's wall time less its wait on the steps)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field of every preset, e.g. --set model.compute_dtype=bfloat16 "
                         "(repeatable)")
@@ -381,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(table([row]).splitlines()[-1], flush=True)
                 del bench  # frees its two copies of the states before the next stage compiles
             del trainer
+        loops = [loop_cost(name, args.loop_epochs, dataset, Path(workdir), args.overrides)
+                 for name in presets] if args.loop_epochs > 0 else []
         ensemble = (ensemble_cost(args.ensemble_preset, args.ensemble, args.stages, dataset, Path(workdir), args.steps,
                                  args.overrides)
                     if args.ensemble > 1 else None)
@@ -400,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": str(jax.devices()[0]), "backend": jax.default_backend(), "jax": jax.__version__,
             "python": platform.python_version(), "argv": sys.argv[1:] if argv is None else argv,
             "load_average_start": load_start, "load_average_end": load_end,
-            "rows": [dataclasses.asdict(r) for r in rows], "peer": comparison, "ensemble": ensemble,
+            "rows": [dataclasses.asdict(r) for r in rows], "peer": comparison, "ensemble": ensemble, "loop": loops,
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

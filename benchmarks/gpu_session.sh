@@ -65,6 +65,6 @@ left=$(( $(remaining) - 10 ))
 if [ "$left" -gt 60 ]; then
     echo "== bench (deadline in $(remaining) s)"
     timeout "$left" python3 benchmarks/bench.py --presets "$BENCH_PRESETS" --stages 1,2,3 --epoch-stages all \
-        --ensemble 4 --ensemble-preset "${ENSEMBLE_PRESET:-fast}" --json "$OUT/bench.json"
+        --ensemble 4 --ensemble-preset "${ENSEMBLE_PRESET:-fast}" --loop-epochs 30 --json "$OUT/bench.json"
 fi
 echo "== done after $SECONDS s"
