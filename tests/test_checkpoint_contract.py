@@ -71,16 +71,26 @@ def test_metadata_without_a_part_is_a_one_line_error(trainer: Trainer, missing: 
         CheckpointMeta.from_json(document, Path("ckpt"))
 
 
-def test_a_format_2_checkpoint_is_refused_with_the_version_each_side(trainer: Trainer, tmp_path: Path) -> None:
+def test_a_format_1_checkpoint_is_refused_with_the_version_each_side(trainer: Trainer, tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path / "checkpoints")
     store.save(1, trainer.checkpoint_arrays(), {}, None)
     store.wait()
     meta_file = tmp_path / "checkpoints" / "1" / "meta" / "metadata"
-    meta_file.write_text(meta_file.read_text().replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 2'))
-    with pytest.raises(CheckpointError, match=f"checkpoint format 2 was written by another version of vaegan_jax; "
+    meta_file.write_text(meta_file.read_text().replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 1'))
+    with pytest.raises(CheckpointError, match=f"checkpoint format 1 was written by another version of vaegan_jax; "
                                               f"this one reads format {FORMAT_VERSION}"):
         store.read_meta(1)
     store.close()
+
+
+def test_format_2_metadata_reads_with_the_origin_its_source_names(trainer: Trainer, tmp_path: Path) -> None:
+    # Format 2 recorded the data as name, source, fingerprint, n_voxels and image_size, without an origin.
+    document = {**trainer.checkpoint_meta(STAGES[1], 2).to_json(), "format_version": 2, "val_score": 0.5}
+    del document["data"]["origin"]
+    meta = CheckpointMeta.from_json(document, Path("ckpt"))
+    assert meta.data.origin == DataOrigin.of_file(trainer.dataset.source) and meta.data.origin.load()
+    document["data"]["source"] = "embedded synthetic (seed 0)"
+    assert not CheckpointMeta.from_json(document, Path("ckpt")).data.origin.known
 
 
 def test_the_data_record_says_how_to_load_the_data_again(dataset: Dataset) -> None:

@@ -39,8 +39,10 @@ from vaegan_jax.errors import CheckpointError, ConfigError, summary
 from vaegan_jax.sharding import MEMBERS, fetch, training_mesh
 from vaegan_jax.steps import States, create_members
 
-# 3: the metadata records the training data's origin as fields (file, synthetic_seed), not in a display string.
+# 3: the metadata records the training data's origin as fields (data.origin: file, synthetic_seed). Format 2,
+# the same arrays without those fields, is still read: its origin is the file its source names, if any.
 FORMAT_VERSION = 3
+READABLE_FORMATS = (2, 3)
 NO_SCORE = -1.0
 PRUNED = "pruned"
 
@@ -114,7 +116,8 @@ class CheckpointMeta:
             raise CheckpointError(f"{where}: the checkpoint's config is not valid ({err})") from None
         try:
             data = document["data"]
-            record = DataRecord(**{**data, "origin": DataOrigin.from_json(data["origin"])})
+            origin = DataOrigin.from_json(data["origin"]) if "origin" in data else DataOrigin.of_source(data["source"])
+            record = DataRecord(**{**data, "origin": origin})
             split = Split(**{name: tuple(indices) for name, indices in document["split"].items()})
             score = document.get("val_score", NO_SCORE)
             return cls(
@@ -281,7 +284,7 @@ class CheckpointStore:
             raise CheckpointError(f"{self.directory}/{step}: unreadable checkpoint metadata ({summary(err)})") from None
         if not isinstance(meta, dict) or "format_version" not in meta:
             raise CheckpointError(f"{self.directory}/{step}: not a vaegan_jax checkpoint (no format version)")
-        if meta["format_version"] != FORMAT_VERSION:
+        if meta["format_version"] not in READABLE_FORMATS:
             raise CheckpointError(
                 f"{self.directory}/{step}: checkpoint format {meta['format_version']} was written by another "
                 f"version of vaegan_jax; this one reads format {FORMAT_VERSION}"

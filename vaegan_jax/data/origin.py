@@ -25,9 +25,14 @@ class DataOrigin:
         return cls(file=str(Path(path).absolute()))
 
     @classmethod
+    def of_source(cls, source: str) -> DataOrigin:
+        """The file a data set's source names, if there is one; else an unknown origin."""
+        return cls.of_file(source) if Path(source).is_file() else cls()
+
+    @classmethod
     def guess(cls, dataset: Dataset) -> DataOrigin:
         """The file a loaded data set names as its source, if there is one; else an unknown origin."""
-        return cls.of_file(dataset.source) if Path(dataset.source).is_file() else cls()
+        return cls.of_source(dataset.source)
 
     @property
     def known(self) -> bool:
