@@ -102,7 +102,11 @@ class TrainedRun:
 
     def training_data(self) -> Dataset:
         """The data set the run was trained on, loaded again from the file or generator it records."""
-        return self.meta.data.origin.load()
+        data = self.meta.data
+        if not data.origin.known:
+            raise DataError(f"{self.checkpoint.path}: the checkpoint records no file or generator for its data "
+                            f"({data.name}, {data.source}); pass --data PATH")
+        return data.origin.load()
 
     def prepare(self, dataset: Dataset, warn: Callable[[str], None] = _stderr) -> PreparedData:
         """The run's fit/val/test splits of `dataset`, refusing data the model cannot read and warning on other data."""

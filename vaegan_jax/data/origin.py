@@ -44,7 +44,7 @@ class DataOrigin:
         if self.synthetic_seed is not None:
             return load_synthetic(self.synthetic_seed)
         if self.file is None:
-            raise DataError("the data was made in memory and cannot be loaded again; pass --data PATH")
+            raise DataError("no file or generator recorded to load the data from; pass --data PATH")
         if not Path(self.file).is_file():
             raise DataError(f"{self.file}: the data the run was trained on is not there; pass --data PATH")
         return load_dataset(self.file)
