@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -19,6 +20,8 @@ from vaegan_jax.errors import ConfigError
 from vaegan_jax import load_run
 from vaegan_jax.steps import create_states, member_keys
 from vaegan_jax.training import resolve_image_size, run_training
+
+from conftest import N_TRAIN, N_VOXELS
 
 CHOOSING = [
     "model.cognitive_hidden=0", "train.cognitive_init=ridge", "train.selected_voxels=-1",
@@ -133,3 +136,24 @@ def test_a_run_killed_between_the_choice_and_stage_two_resumes(
     _, report, _ = run_training(config, dataset, run, resume=True, progress=False, log=lambda message: None)
     assert report["stage"] == 2 and report["checkpoint_step"] == 2
     assert np.isfinite(report["test"]["pcc_fmri"])
+
+
+@pytest.mark.slow
+def test_decoder_cv_cross_validates_a_trained_run_over_its_training_trials(
+    chosen_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    decoder_cv = _load_benchmark("decoder_cv")
+    assert decoder_cv.main(["--ckpt", str(chosen_run), "--voxels", "0,4", "--temperatures", "0,1", "--folds", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"{N_TRAIN} training trials, 3 folds; test split not read" in lines[0]
+    rows = [line.split() for line in lines[2:]]
+    assert [(int(row[0]), float(row[1])) for row in rows] == [(N_VOXELS, 0.0), (N_VOXELS, 1.0), (4, 0.0), (4, 1.0)]
+    assert all(-1 <= float(row[2]) <= 1 for row in rows)
+
+
+def _load_benchmark(name: str):
+    """A script of benchmarks/ as a module."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
