@@ -43,24 +43,22 @@ DataError naming the file.
 .mat files must be MATLAB v4-v7 (v7.3 is HDF5: re-save with -v7). Each variable comes back in its
 MATLAB class, so a double 0/1 image that MATLAB stored compactly as bytes stays 0/1. Only real numeric
 variables are read; cells, structs, strings, sparse and complex variables are ignored unless a layout
-needs them, which is then an error. A damaged MAT-5 file is refused before scipy parses it (mat5.py),
-because scipy's reader can crash the process on one bad byte.
+needs them, which is then an error. Reading the bytes as arrays is files.py's; a damaged MAT-5 file is
+refused before scipy parses it (mat5.py), because scipy's reader can crash the process on one bad byte.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.io
 
-from vaegan_jax.data import mat5
+from vaegan_jax.data import files
 from vaegan_jax.data.dataset import Dataset, Trials, make_dataset
 from vaegan_jax.errors import DataError
 
@@ -76,21 +74,14 @@ _LAYOUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 _DGMM_TEST = np.array([45, 46, 47, 48, 49, 95, 96, 97, 98, 99])
 _DGMM_N_TRAIN = 90
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-_NPY_MAGIC = b"\x93NUMPY"
-_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _KEYS_SHOWN = 20
 
 
 def load_dataset(path: str | os.PathLike[str]) -> Dataset:
     """Load a data set from a .mat or .npz file in one of the three documented key layouts."""
-    source = _one_line(os.fspath(path))
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise DataError(f"{source}: cannot read the file ({_describe(exc)})") from exc
+    source, data = files.read_bytes(path)
     content_hash = hashlib.sha256(data).hexdigest()
-    arrays = _open_arrays(data, source)
+    arrays = files.open_arrays(data, source)
     layout = _recognise_layout(arrays, source)
     if layout == "Donders":
         return from_donders_mapping(arrays, source, content_hash)
@@ -102,21 +93,12 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
 def load_voxel_rows(path: str | os.PathLike[str], key: str | None = None) -> np.ndarray:
     """(N, V) float32 voxel rows from a .npy file, or from the array `key` of a .npz or .mat file (by default its
     only array), checked as the loaders check a data set's voxels."""
-    source = _one_line(os.fspath(path))
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise DataError(f"{source}: cannot read the file ({_describe(exc)})") from exc
-    if data.startswith(_NPY_MAGIC):
+    source, data = files.read_bytes(path)
+    if data.startswith(files.NPY_MAGIC):
         if key is not None:
             raise DataError(f"{source}: a .npy file holds a single array; name none")
-        try:
-            array = np.load(io.BytesIO(data), allow_pickle=False)
-        except Exception as exc:
-            # Broad on purpose: numpy raises many unrelated types for a damaged header or a pickled array.
-            raise DataError(f"{source}: not a readable .npy file ({_describe(exc)})") from exc
-        return _voxels(array, "the array", source)
-    arrays = _open_arrays(data, source)
+        return _voxels(files.read_npy(data, source), "the array", source)
+    arrays = files.open_arrays(data, source)
     names = sorted(arrays)
     if key is None and len(names) != 1:
         shown = ", ".join(names[:_KEYS_SHOWN]) + (", ..." if len(names) > _KEYS_SHOWN else "")
@@ -199,82 +181,6 @@ def from_npz_mapping(mapping: Mapping[str, np.ndarray], source: str, content_has
         None if extra is None else _square_images(extra, "extra_images", source),
         content_hash,
     )
-
-
-class _NpzArrays(Mapping[str, np.ndarray]):
-    """The arrays of an .npz archive, read on access so that unused keys can never fail the load."""
-
-    def __init__(self, npz: Any, source: str) -> None:
-        self._npz = npz
-        self._source = source
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        if key not in self._npz.files:
-            raise KeyError(key)
-        try:
-            return self._npz[key]
-        except Exception as exc:
-            # Broad on purpose: a damaged archive member can fail in zipfile, zlib or numpy's header parser.
-            raise DataError(f"{self._source}: cannot read key {key!r} ({_describe(exc)})") from exc
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._npz.files)
-
-    def __len__(self) -> int:
-        return len(self._npz.files)
-
-
-def _open_arrays(data: bytes, source: str) -> Mapping[str, np.ndarray]:
-    """Parse the file bytes as .npz or .mat, whichever the content says, into a key -> array mapping."""
-    if data.startswith(_NPY_MAGIC):
-        raise DataError(f"{source}: this is a single-array .npy file; save the arrays with np.savez into an .npz")
-    if data[:128].startswith(b"MATLAB 7.3") or _HDF5_SIGNATURE in (data[:8], data[512:520]):
-        raise DataError(
-            f"{source}: MATLAB v7.3 (HDF5) .mat files are not supported; re-save it in MATLAB with "
-            "save(filename, '-v7')"
-        )
-    if data[:4] in _ZIP_MAGICS:
-        try:
-            npz = np.load(io.BytesIO(data), allow_pickle=False)
-        except Exception as exc:
-            # Broad on purpose: numpy and zipfile raise many unrelated types for a damaged archive.
-            raise DataError(f"{source}: not a readable .npz archive ({_describe(exc)})") from exc
-        return _NpzArrays(npz, source)
-    numeric, others = mat5.scan(data, source) if mat5.is_mat5(data) else (None, {})
-    try:
-        # mat_dtype restores each variable's MATLAB class: MATLAB stores whole-valued doubles as small
-        # integers, and without it a 0/1 double image would come back as uint8 and be read as 0..255.
-        contents = scipy.io.loadmat(io.BytesIO(data), mat_dtype=True, variable_names=numeric)
-    except Exception as exc:
-        # Broad on purpose: scipy's MAT parser raises many unrelated types (ValueError, struct.error,
-        # zlib.error, MemoryError, ...) when fed bytes that are not a MAT file.
-        raise DataError(f"{source}: neither a readable .mat (MATLAB v4-v7) nor .npz file ({_describe(exc)})") from exc
-    arrays = {key: value for key, value in contents.items() if not key.startswith("__")}
-    return _MatArrays(arrays, others, source)
-
-
-class _MatArrays(Mapping[str, np.ndarray]):
-    """The numeric variables of a .mat file; other variables count as keys but are refused when used."""
-
-    def __init__(self, arrays: dict[str, Any], others: dict[str, str], source: str) -> None:
-        self._arrays = arrays
-        self._others = others
-        self._source = source
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        if key in self._others:
-            raise DataError(f"{self._source}: {key} is a MATLAB {self._others[key]} array, not a numeric matrix")
-        value = self._arrays[key]
-        # scipy stores a variable it failed to read as a message string instead of raising.
-        if isinstance(value, str):
-            raise DataError(f"{self._source}: cannot read {key} ({_one_line(value)})")
-        return value
-
-    def __iter__(self) -> Iterator[str]:
-        return iter([*self._arrays, *self._others])
-
-    def __len__(self) -> int:
-        return len(self._arrays) + len(self._others)
 
 
 def _recognise_layout(arrays: Mapping[str, np.ndarray], source: str) -> str:
@@ -413,17 +319,3 @@ def _last_per_class_split(labels: np.ndarray, source: str) -> tuple[np.ndarray, 
         test_parts.append(members[-DONDERS_TEST_PER_CLASS:])
     test_idx = np.sort(np.concatenate(test_parts))
     return np.setdiff1d(np.arange(labels.size), test_idx), test_idx
-
-
-def _describe(exc: BaseException) -> str:
-    """An exception as one short line."""
-    text = " ".join(str(exc).split())
-    if len(text) > 200:
-        text = text[:197] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _one_line(text: str) -> str:
-    """Text with line breaks escaped, so error messages that quote it stay on one line."""
-    # The sentinel makes a trailing line break count as a second line.
-    return text if len((text + "x").splitlines()) == 1 else repr(text)[1:-1]
