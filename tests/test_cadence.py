@@ -30,3 +30,8 @@ def test_saving_follows_new_bests_its_period_the_stage_end_and_a_stop() -> None:
 def test_an_epoch_hands_its_states_on_only_when_nothing_is_done_after_it() -> None:
     # Validation every 2 epochs, a checkpoint every 3, 7 in the stage: 1 and 5 go straight on; 7 ends the stage.
     assert [cadence.hands_on(epoch, 7, 2, 3) for epoch in range(1, 8)] == [True, False, False, False, True, False, False]
+
+
+def test_stage_offsets_count_the_epochs_of_the_stages_before() -> None:
+    assert cadence.stage_offsets((3, 0, 2)) == [0, 3, 3]
+    assert cadence.stage_offsets((20, 10, 10)) == [0, 20, 30]

@@ -18,7 +18,8 @@ from vaegan_jax.config import Config
 from vaegan_jax.data import Dataset
 from vaegan_jax.steps import STAGES, TrainState
 from vaegan_jax.runs import RunPaths
-from vaegan_jax.training import Interrupted, Trainer
+from vaegan_jax.errors import Interrupted
+from vaegan_jax.training import Trainer
 
 from conftest import N_TEST, N_TRAIN, assert_trees_identical, checkpoint_arrays, flat_arrays
 

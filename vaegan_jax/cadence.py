@@ -35,3 +35,8 @@ def hands_on(epoch: int, total: int, validate_period: int, save_period: int) -> 
     """Whether an epoch's states can go straight on to the next epoch: the schedule neither validates nor saves
     after it (an epoch may still be the one a signal stops at; the loop then stops after the next)."""
     return epoch < total and not every(epoch, validate_period) and not every(epoch, save_period)
+
+
+def stage_offsets(epochs: tuple[int, ...]) -> list[int]:
+    """Epochs before each stage starts, for stages of `epochs` epochs (checkpoint steps count epochs across stages)."""
+    return [sum(epochs[:k]) for k in range(len(epochs))]

@@ -38,6 +38,13 @@ class Choice:
     folds: int
     candidates: list[dict[str, Any]]
 
+    def to_json(self) -> dict[str, Any]:
+        """The choice and its evidence, as choices.json holds them."""
+        return {
+            "chosen": {"train.selected_voxels": self.selected_voxels, "inference.temperature": self.temperature},
+            "criterion": "pcc", "folds": self.folds, "trials": "fit", "candidates": self.candidates,
+        }
+
     def describe(self) -> str:
         """One line for the run's log."""
         best = max(self.candidates, key=lambda row: row["pcc"])

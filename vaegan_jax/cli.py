@@ -22,7 +22,7 @@ EXIT_INTERRUPTED = 130
 def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     """Run a CLI main: project errors become one line on stderr and exit code 2 (3 diverged, 4 lost another process
     of a multi-process run, 130 interrupted); tracebacks only with --debug."""
-    from vaegan_jax.training import Diverged, Interrupted
+    from vaegan_jax.errors import Diverged, Interrupted
 
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv

@@ -18,6 +18,14 @@ class CheckpointError(VaeganError):
     """A checkpoint or run folder that is missing, corrupt or incompatible."""
 
 
+class Interrupted(VaeganError):
+    """Training stopped on a signal after saving a checkpoint (exit code 130)."""
+
+
+class Diverged(VaeganError):
+    """A loss or parameter became NaN or infinite (exit code 3)."""
+
+
 def summary(err: BaseException) -> str:
     """`Type: first line` of the exception's root cause (at most 200 characters), for one-line errors.
 

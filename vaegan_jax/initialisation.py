@@ -12,7 +12,7 @@ from sklearn.linear_model import RidgeCV
 from vaegan_jax.baselines import RIDGE_ALPHAS
 from vaegan_jax.config import Config
 from vaegan_jax.models import build_networks
-from vaegan_jax.steps import States
+from vaegan_jax.steps import States, stack_members, take_member
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,3 +64,11 @@ def ridge_initialised_cognitive_encoder(config: Config, states: States, voxels: 
     }
     cognitive = states["cognitive_encoder"]
     return {**states, "cognitive_encoder": cognitive.replace(params=params, opt_state=cognitive.tx.init(params))}
+
+
+def ridge_initialised_members(config: Config, states: States, voxels: jax.Array, images: jax.Array) -> States:
+    """`ridge_initialised_cognitive_encoder` for every member of states stacked on a leading member axis."""
+    return stack_members([
+        ridge_initialised_cognitive_encoder(config, take_member(states, k), voxels, images)
+        for k in range(config.train.ensemble)
+    ])

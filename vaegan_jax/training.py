@@ -27,24 +27,16 @@ from vaegan_jax.data.dataset import Dataset, Trials
 from vaegan_jax.data.origin import DataOrigin
 from vaegan_jax.divergence import first_non_finite
 from vaegan_jax.data.prepare import PreparedData, prepare, select_voxels, to_model_images
-from vaegan_jax.errors import CheckpointError, ConfigError, VaeganError
+from vaegan_jax.errors import CheckpointError, ConfigError, Diverged, Interrupted
 from vaegan_jax.images import labelled_grid, save_png
-from vaegan_jax.initialisation import ridge_initialised_cognitive_encoder
+from vaegan_jax.initialisation import ridge_initialised_members
 from vaegan_jax.reconstruction import Reconstructor, ensemble_scores, path_scores
 from vaegan_jax.runs import (
     RunPaths, check_free_space, describe_run, open_run_folder, read_saved_config, run_info, write_json,
 )
 from vaegan_jax.sharding import any_process, barrier, describe, fetch, is_main_process, place_members, replicate, training_mesh
-from vaegan_jax.steps import STAGES, EpochRunner, Stage, create_members, make_eval_losses, stack_members, take_member
+from vaegan_jax.steps import STAGES, EpochRunner, Stage, create_members, make_eval_losses, take_member
 from vaegan_jax.writer import RunWriter, main_process_log
-
-
-class Interrupted(VaeganError):
-    """Training stopped on a signal after saving a checkpoint."""
-
-
-class Diverged(VaeganError):
-    """A loss or parameter became NaN or infinite."""
 
 
 def resolve_image_size(config: Config, dataset: Dataset) -> Config:
@@ -52,15 +44,6 @@ def resolve_image_size(config: Config, dataset: Dataset) -> Config:
     if config.model.image_size:
         return config
     return dataclasses.replace(config, model=dataclasses.replace(config.model, image_size=dataset.image_size))
-
-
-def stage_offsets(config: Config) -> list[int]:
-    """Global epoch count before each stage starts (checkpoint steps count epochs across stages)."""
-    offsets, total = [], 0
-    for n in config.train.epochs:
-        offsets.append(total)
-        total += n
-    return offsets
 
 
 class Trainer:
@@ -102,7 +85,7 @@ class Trainer:
         self.keys = place_members(rng.member_keys(self.config), self.mesh)
         self.states = place_members(create_members(self.config, len(self.data.voxel_selection), self.keys), self.mesh)
         self._build_programs()
-        self.offsets = stage_offsets(self.config)
+        self.offsets = cadence.stage_offsets(self.config.train.epochs)
         self.epochs_done = 0
 
     def _build_programs(self) -> None:
@@ -146,10 +129,7 @@ class Trainer:
         self._build_programs()
         if is_main_process():
             write_json(self.paths.config, config_lib.to_dict(self.config))
-            write_json(self.paths.choices, {
-                "chosen": {"train.selected_voxels": choice.selected_voxels, "inference.temperature": choice.temperature},
-                "criterion": "pcc", "folds": choice.folds, "trials": "fit", "candidates": choice.candidates,
-            })
+            write_json(self.paths.choices, choice.to_json())
         self.log(choice.describe())
         return choice
 
@@ -240,10 +220,7 @@ class Trainer:
         data = self.arrays["paired" if stage.paired else "images_only"]
         if start == 0 and "cognitive_encoder" in stage.learners and self.config.train.cognitive_init == "ridge":
             states, voxels, images = fetch((self.states, data["voxels"], data["image"]))
-            self.states = place_members(stack_members([
-                ridge_initialised_cognitive_encoder(self.config, take_member(states, k), voxels, images)
-                for k in range(self.config.train.ensemble)
-            ]), self.mesh)
+            self.states = place_members(ridge_initialised_members(self.config, states, voxels, images), self.mesh)
         train = self.config.train
         store.wait()
         best_score = store.best_score()
