@@ -69,7 +69,6 @@ class Trainer:
         # Every process runs the same program; only the first reports.
         self.log = main_process_log(log)
         self.timing: dict[str, dict[str, float]] = {}
-        self.waited = 0.0  # seconds the current stage has waited on its epochs' results
         train = self.config.train
         self.data: PreparedData = prepare(
             dataset, train.val_trials, train.split_seed, train.selected_voxels, train.shipped_prior
@@ -211,12 +210,13 @@ class Trainer:
         writer.scalars(means, self.epochs_done, stage.name)
         return means
 
-    def run_stage(self, stage: Stage, store: CheckpointStore, writer: RunWriter) -> None:
-        """Train one stage from wherever `epochs_done` says it stands."""
+    def run_stage(self, stage: Stage, store: CheckpointStore, writer: RunWriter) -> float:
+        """Train one stage from wherever `epochs_done` says it stands; return the seconds it waited on the
+        epochs' results (steps and compilation), the rest of its time being the loop's own work."""
         total = self.config.train.epochs[stage.number - 1]
         start = self.epochs_done - self.offsets[stage.number - 1]
         if total == 0 or start >= total:
-            return
+            return 0.0
         data = self.arrays["paired" if stage.paired else "images_only"]
         if start == 0 and "cognitive_encoder" in stage.learners and self.config.train.cognitive_init == "ridge":
             states, voxels, images = fetch((self.states, data["voxels"], data["image"]))
@@ -226,7 +226,7 @@ class Trainer:
         best_score = store.best_score()
         runner = self.epoch_runners[stage.number]
         bar = writer.bar(start, total, f"stage {stage.number}")
-        ahead, stopping = None, False
+        ahead, stopping, waited = None, False, 0.0
         for epoch in bar:
             begun = time.perf_counter()
             states, metrics = ahead or runner(self.states, data, rng.train(self.keys, stage.number, epoch))
@@ -235,7 +235,7 @@ class Trainer:
             handed_on = not stopping and cadence.hands_on(epoch + 1, total, train.eval_every, train.checkpoint_every)
             ahead = runner(states, data, rng.train(self.keys, stage.number, epoch + 1)) if handed_on else None
             metrics = fetch(metrics)
-            self.waited += time.perf_counter() - begun
+            waited += time.perf_counter() - begun
             # A signal may reach the processes in different epochs; they must stop after the same one, and
             # after the next if this one's states have gone on to it.
             stop = stopping or any_process(self.interrupt.is_set())
@@ -243,7 +243,7 @@ class Trainer:
             if problem is not None:
                 bar.close()
                 self._handle_divergence(stage, problem, store)
-                return
+                return waited
             self.states = states
             self.epochs_done += 1
             means = self._log_epoch(stage, metrics, writer)
@@ -273,6 +273,7 @@ class Trainer:
                     f"continue with --resume --out {self.paths.root}"
                 )
         bar.close()
+        return waited
 
     def _handle_divergence(self, stage: Stage, problem: str, store: CheckpointStore) -> None:
         """Stop the run (on_nan=stop) or roll back to the last good checkpoint and end the stage."""
@@ -315,14 +316,14 @@ class Trainer:
                     stage_end = self.offsets[stage.number - 1] + self.config.train.epochs[stage.number - 1]
                     if self.epochs_done < stage_end:
                         self.epochs_done = max(self.epochs_done, self.offsets[stage.number - 1])
-                        start, epochs_before, self.waited = time.perf_counter(), self.epochs_done, 0.0
-                        self.run_stage(stage, store, writer)
+                        start, epochs_before = time.perf_counter(), self.epochs_done
+                        waited = self.run_stage(stage, store, writer)
                         store.wait()
                         # waiting: the loop blocked on the epochs' results (steps, compilation); the rest is its
                         # own work (validation, checkpoints, logging, the choice's rebuild), docs/performance.md.
                         timing[stage.name] = {"epochs": self.epochs_done - epochs_before,
                                               "seconds": round(time.perf_counter() - start, 3),
-                                              "waiting_seconds": round(self.waited, 3)}
+                                              "waiting_seconds": round(waited, 3)}
                 start = time.perf_counter()
                 report = self.final_report(store, writer)
                 timing["final_report"] = {"seconds": round(time.perf_counter() - start, 3)}
