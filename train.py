@@ -76,10 +76,11 @@ def main(argv: list[str]) -> int:
     if not cli.is_main_process():
         return 0
     if paths.choices.exists():
-        chosen = json.loads(paths.choices.read_text())["chosen"]
+        choice = json.loads(paths.choices.read_text())
+        chosen, epochs = choice["chosen"], ", ".join(map(str, choice["stage1_epochs"]))
         voxels = chosen["train.selected_voxels"] or "every"
-        print(f"\nchosen       {voxels} voxels, decoding temperature {chosen['inference.temperature']:g} "
-              f"(cross-validated on the fit trials: {paths.choices})")
+        print(f"\nchosen       {voxels} voxels, the networks of stage-I epochs {epochs}, decoding temperature "
+              f"{chosen['inference.temperature']:g} (cross-validated on the fit trials: {paths.choices})")
     print(f"\nbest checkpoint: step {report['checkpoint_step']} (stage {report['stage']}, epoch {report['epoch_in_stage']}), chosen by validation PCC")
     print(f"{'split':6} {'path':6} {'PCC':>7} {'MSE':>7} {'SSIM':>7} {'2-way':>7}")
     for split in ("val", "test"):
@@ -90,7 +91,8 @@ def main(argv: list[str]) -> int:
                 print(f"{split:6} {path:6} " + " ".join(f"{v:7.4f}" for v in row))
     for member in report.get("members", []):
         row = [member["test"][f"{m}_fmri"] for m in ("pcc", "mse", "ssim", "ident_2way")]
-        print(f"{'test':6} {'fmri':6} " + " ".join(f"{v:7.4f}" for v in row) + f"   member seed {member['seed']}")
+        snapshot = f", stage-I epoch {member['stage1_epoch']}" if "stage1_epoch" in member else ""
+        print(f"{'test':6} {'fmri':6} " + " ".join(f"{v:7.4f}" for v in row) + f"   member seed {member['seed']}{snapshot}")
     parts = [f"{name} {t['epochs']} epochs {t['seconds']:.1f} s ({t['seconds'] / t['epochs']:.3g} s/epoch, the loop's "
              f"own work {1000 * (t['seconds'] - t['waiting_seconds']) / t['epochs']:.0f} ms/epoch)"
              for name, t in timing.items() if t.get("epochs")]

@@ -46,16 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     voxels, images = trials.voxels.astype(np.float64), trials.images
     counts = tuple(int(n) for n in args.voxels.split(","))
     temperatures = tuple(float(t) for t in args.temperatures.split(","))
-    members = range(config.train.ensemble)
-    keys = member_keys(config)
+    members = range(len(run.member_origins))
+    keys = member_keys(config, run.meta.stage)
     reconstructions = choices.out_of_fold_reconstructions(
         config, [take_member(run.states, k) for k in members], [keys[k] for k in members],
         voxels, images, counts, temperatures, args.folds,
     )
     print(f"{run.checkpoint.path}: {len(trials)} training trials, {args.folds} folds; test split not read")
     print(f"{'voxels':>7} {'temp':>5} {'PCC':>7} {'MSE':>7} {'SSIM':>7} {'2-way':>7}")
-    for (n_voxels, t), pooled in reconstructions.items():
-        scores = metrics.reconstruction_metrics(images, pooled)
+    for (n_voxels, t), decoded in reconstructions.items():
+        scores = metrics.reconstruction_metrics(images, decoded.mean(axis=0))
         print(f"{n_voxels or voxels.shape[1]:>7} {t:>5.2f} " + " ".join(
             f"{np.mean(scores[m]):>7.4f}" for m in ("pcc", "mse", "ssim", "ident_2way")), flush=True)
     return 0

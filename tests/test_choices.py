@@ -89,7 +89,7 @@ def test_a_trial_is_decoded_by_a_readout_fitted_without_it(stage1_networks: tupl
     changed[0] = 1.0 - changed[0]
     after = choices.out_of_fold_reconstructions(config, members, keys, voxels, changed, *args)
     for candidate in before:
-        np.testing.assert_array_equal(after[candidate][0], before[candidate][0])
+        np.testing.assert_array_equal(after[candidate][:, 0], before[candidate][:, 0])
         assert not np.array_equal(after[candidate], before[candidate])
 
 

@@ -17,12 +17,12 @@ def test_the_report_scores_the_members_mean_and_each_member() -> None:
     stimuli = {"val": _images(rng, 4, 16, 16), "test": _images(rng, 3, 16, 16)}
     members = {split: {path: _images(rng, 2, len(images), 16, 16) for path in ("fmri", "image")}
                for split, images in stimuli.items()}
-    report = ensemble_scores(stimuli, members, seeds=[5, 6])
+    report = ensemble_scores(stimuli, members, [{"seed": 5, "stage1_epoch": 9}, {"seed": 5, "stage1_epoch": 7}])
     for split in ("val", "test"):
         mean = {path: images.mean(axis=0) for path, images in members[split].items()}
         assert report[split] == path_scores(stimuli[split], mean)
         for k, member in enumerate(report["members"]):
-            assert member["seed"] == 5 + k
+            assert (member["seed"], member["stage1_epoch"]) == (5, 9 - 2 * k)
             assert member[split] == path_scores(stimuli[split], {p: m[k] for p, m in members[split].items()})
     assert set(report["val"]) == {f"{m}_{p}" for m in ("pcc", "mse", "ssim", "ident_2way") for p in ("fmri", "image")}
 
@@ -31,7 +31,7 @@ def test_a_split_without_trials_scores_nothing_and_a_lone_model_lists_no_members
     rng = np.random.default_rng(1)
     stimuli = {"test": _images(rng, 3, 16, 16)}
     members = {"test": {"fmri": _images(rng, 1, 3, 16, 16), "image": _images(rng, 1, 3, 16, 16)}}
-    report = ensemble_scores(stimuli, members, seeds=[0])
+    report = ensemble_scores(stimuli, members, [{"seed": 0}])
     assert report["val"] == {} and report["test"] and "members" not in report
 
 

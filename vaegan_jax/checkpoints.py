@@ -3,7 +3,7 @@
 Each checkpoint holds two items: `state`, the arrays of `checkpoint_tree` (every member's train states, the
 voxel scaler, the members' RNG keys), and `meta`, the JSON of `CheckpointMeta` (stage, epoch, config, the
 training data's record, the split) plus the format version and validation score the store adds. The latest
-checkpoint and the best by validation score are kept.
+checkpoint and the best by validation score are kept, and the stage-I snapshots a run may make members of.
 
 A checkpoint is written into a temporary folder and renamed into place when complete; an old one is
 renamed into `pruned/` and deleted from there. Either way a process killed at any moment leaves every
@@ -31,7 +31,7 @@ from orbax.checkpoint import checkpoint_managers
 import vaegan_jax
 from vaegan_jax import config as config_lib
 from vaegan_jax import rng
-from vaegan_jax.config import Config
+from vaegan_jax.config import Config, member_count
 from vaegan_jax.data.dataset import Dataset, VoxelScaler
 from vaegan_jax.data.origin import DataOrigin
 from vaegan_jax.data.prepare import PreparedData, selection_size
@@ -142,13 +142,14 @@ def checkpoint_tree(states: Any, voxel_mean: jax.Array, voxel_std: jax.Array, ke
     return {"states": states, "scaler": {"mean": voxel_mean, "std": voxel_std}, "rng": jax.random.key_data(keys)}
 
 
-def abstract_tree(config: Config, n_voxels: int, mesh: Mesh) -> dict[str, Any]:
-    """Shapes, dtypes and shardings on `mesh` of the `checkpoint_tree` of a run of `config` on `n_voxels` voxels.
+def abstract_tree(config: Config, n_voxels: int, mesh: Mesh, stage: int = 3) -> dict[str, Any]:
+    """Shapes, dtypes and shardings on `mesh` of the `checkpoint_tree` of a run of `config` on `n_voxels` voxels,
+    taken in `stage` (stage I's have no snapshot members yet).
 
     The tree both training and evaluation restore into: nothing is initialised, and each process's part of
     every array lands on its own devices (the members split across the mesh, the scaler on every device).
     """
-    keys = rng.member_keys(config)
+    keys = rng.member_keys(config, stage)
     voxels = jnp.zeros(n_voxels, jnp.float32)
     n_inputs = selection_size(n_voxels, config.train.selected_voxels)
     shapes = jax.eval_shape(lambda: checkpoint_tree(create_members(config, n_inputs, keys), voxels, voxels, keys))
@@ -185,13 +186,15 @@ def _abstract(tree: Any) -> Any:
 class CheckpointStore:
     """A run's checkpoint folder: save, list, validate and restore."""
 
-    def __init__(self, directory: str | os.PathLike, read_only: bool = False) -> None:
+    def __init__(self, directory: str | os.PathLike, read_only: bool = False, keep: tuple[int, ...] = ()) -> None:
+        """Open (or create) the folder; besides the latest and the best checkpoint it keeps the steps in `keep`."""
         self.directory = Path(directory).absolute()
         self.read_only = read_only
         policy = checkpoint_managers.AnyPreservationPolicy(
             [
                 checkpoint_managers.LatestN(n=1),
                 checkpoint_managers.BestN(get_metric_fn=_val_score, n=1),
+                checkpoint_managers.CustomSteps(steps=list(keep)),
             ]
         )
         options = ocp.CheckpointManagerOptions(
@@ -348,8 +351,8 @@ def load_checkpoint(path: str | os.PathLike, step: int | None = None) -> Checkpo
             raise CheckpointError(f"{directory}: no complete checkpoint {step}; available: {', '.join(map(str, steps))}")
         where = directory / str(step)
         meta = CheckpointMeta.from_json(store.read_meta(step), where)
-        mesh = training_mesh(meta.config.train.ensemble, meta.config.train.batch_size)
-        tree, _ = store.restore(step, abstract_tree(meta.config, meta.data.n_voxels, mesh))
+        mesh = training_mesh(member_count(meta.config.train, meta.stage), meta.config.train.batch_size)
+        tree, _ = store.restore(step, abstract_tree(meta.config, meta.data.n_voxels, mesh, meta.stage))
     finally:
         store.close()
     return Checkpoint(run, where, step, selected_by, meta, unpack(tree), mesh)

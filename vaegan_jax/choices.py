@@ -1,12 +1,14 @@
-"""Settings a run chooses for itself on its own fit trials: the voxel count and the decoding temperature.
+"""Settings a run chooses for itself on its own fit trials: the voxel count, the stage-I snapshots that
+become members and the decoding temperature.
 
-Which voxels carry the stimulus, and how far to trust the fMRI posterior, differ between data sets; a
-default tuned on one is a guess on the next. After stage I, before stage II, the run cross-validates the
-fMRI path's linear start over its fit trials (never the validation or test trials): in each of K folds,
-on the other folds only, it z-scores the voxels, selects voxels and fits the ridge-initialised cognitive
-encoder onto the trained visual latent, then decodes the held-out fold with the trained generator at every
-candidate temperature. Scores pool the out-of-fold reconstructions of all fit trials; the candidate with
-the highest pooled PCC wins (the measure that also picks the best checkpoint).
+Which voxels carry the stimulus, how far to trust the fMRI posterior, and whether averaging the networks of
+several stage-I epochs pays, differ between data sets; a default tuned on one is a guess on the next. After
+stage I, before stage II, the run cross-validates the fMRI path's linear start over its fit trials (never
+the validation or test trials): in each of K folds, on the other folds only, it z-scores the voxels,
+selects voxels and fits the ridge-initialised cognitive encoder onto each snapshot's trained visual latent,
+then decodes the held-out fold with that snapshot's generator at every candidate temperature; a candidate
+with S snapshots averages the decodes of the latest S. Scores pool the out-of-fold reconstructions of all
+fit trials; the candidate with the highest pooled PCC wins (the measure that also picks the best checkpoint).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaegan_jax import initialisation, metrics
-from vaegan_jax.config import Config
+from vaegan_jax.config import Config, most_snapshots, snapshot_epochs
 from vaegan_jax.data.dataset import VoxelScaler
 from vaegan_jax.data.prepare import select_voxels, selection_size, to_model_images, to_native_images
 from vaegan_jax.steps import States, make_decode
@@ -31,9 +33,12 @@ FOLD_SEED = 0
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    """The chosen voxel count (0: every voxel) and temperature, and every candidate's cross-validated figures."""
+    """The chosen voxel count (0: every voxel), snapshots per seed and temperature, and every candidate's
+    cross-validated figures."""
 
     selected_voxels: int
+    snapshots: int
+    snapshot_epochs: tuple[int, ...]
     temperature: float
     folds: int
     candidates: list[dict[str, Any]]
@@ -41,7 +46,9 @@ class Choice:
     def to_json(self) -> dict[str, Any]:
         """The choice and its evidence, as choices.json holds them."""
         return {
-            "chosen": {"train.selected_voxels": self.selected_voxels, "inference.temperature": self.temperature},
+            "chosen": {"train.selected_voxels": self.selected_voxels, "train.snapshots": self.snapshots,
+                       "inference.temperature": self.temperature},
+            "stage1_epochs": list(self.snapshot_epochs),
             "criterion": "pcc", "folds": self.folds, "trials": "fit", "candidates": self.candidates,
         }
 
@@ -49,15 +56,18 @@ class Choice:
         """One line for the run's log."""
         best = max(self.candidates, key=lambda row: row["pcc"])
         voxels = "every voxel" if self.selected_voxels == 0 else f"{self.selected_voxels} voxels"
+        epochs = ", ".join(map(str, self.snapshot_epochs))
         return (
-            f"chose {voxels}, decoding temperature {self.temperature:g} by {self.folds}-fold cross-validation "
-            f"on the fit trials (PCC {best['pcc']:.4f} of {len(self.candidates)} candidates)"
+            f"chose {voxels}, the networks of stage-I epoch{'s' if self.snapshots > 1 else ''} {epochs}, decoding "
+            f"temperature {self.temperature:g} by {self.folds}-fold cross-validation on the fit trials "
+            f"(PCC {best['pcc']:.4f} of {len(self.candidates)} candidates)"
         )
 
 
 def needs_choice(config: Config) -> bool:
-    """Whether the config leaves the voxel count or the temperature to the run (value -1)."""
-    return config.train.selected_voxels == AUTO or config.inference.temperature == AUTO
+    """Whether the config leaves the voxel count, the snapshots or the temperature to the run (value -1)."""
+    train = config.train
+    return AUTO in (train.selected_voxels, train.snapshots) or config.inference.temperature == AUTO
 
 
 def out_of_fold_reconstructions(
@@ -70,10 +80,10 @@ def out_of_fold_reconstructions(
     temperatures: tuple[float, ...],
     folds: int,
 ) -> dict[tuple[int, float], np.ndarray]:
-    """(voxel count, temperature) -> each trial's reconstruction by a readout fitted without its fold.
+    """(voxel count, temperature) -> each member's reconstruction (member, trial, H, W) of each trial by a
+    readout fitted without the trial's fold.
 
-    Each member's stage-I networks decode; the members' images are averaged, as the model's reconstruction is.
-    A count of 0 (or one above the voxels there are) means every voxel. The ridge-started cognitive encoder
+    Each member's stage-I networks decode; the model's reconstruction is the average of its members'. A count of 0 (or one above the voxels there are) means every voxel. The ridge-started cognitive encoder
     is linear, so each fold's readout is fitted and applied in latent space (initialisation.fit_latent_readout,
     the very fit stage II starts from) and G decodes all trials' out-of-fold posteriors at once.
     """
@@ -103,31 +113,39 @@ def out_of_fold_reconstructions(
                 to_native_images(decode(states["generator"], *posteriors[(n, k)], key, jnp.float32(t)), size)
                 for k, (states, key) in enumerate(zip(members, keys))
             ]
-            pooled[(n, t)] = np.mean(decoded, axis=0)
+            pooled[(n, t)] = np.stack(decoded)
     return pooled
 
 
 def choose(
     config: Config, members: list[States], keys: list[jax.Array], voxels: np.ndarray, images: np.ndarray
 ) -> Choice:
-    """Fill in the settings the config leaves to the run (-1), each candidate scored on its out-of-fold reconstructions."""
+    """Fill in the settings the config leaves to the run (-1), each candidate scored on its out-of-fold reconstructions.
+
+    `members` are the most the run may keep, in `config.member_origins` order: each seed at the end of stage I,
+    then each seed at every earlier snapshot, so a candidate of S snapshots keeps the first ensemble x S.
+    """
     train, inference = config.train, config.inference
     voxel_counts = train.voxel_candidates if train.selected_voxels == AUTO else (train.selected_voxels,)
+    snapshot_counts = [n for n in train.snapshot_candidates if n <= most_snapshots(train)] if train.snapshots == AUTO else [train.snapshots]
     temperatures = inference.temperature_candidates if inference.temperature == AUTO else (inference.temperature,)
     folds = min(train.choice_folds, len(images))
     reconstructions = out_of_fold_reconstructions(config, members, keys, voxels, images, voxel_counts, temperatures, folds)
     rows = []
-    for (n, t), pooled in reconstructions.items():
-        scores = metrics.reconstruction_metrics(images, pooled)
-        rows.append({"selected_voxels": n, "temperature": t, **{m: float(np.mean(scores[m])) for m in MEASURES}})
+    for (n, t), decoded in reconstructions.items():
+        for s in sorted(set(snapshot_counts)):
+            scores = metrics.reconstruction_metrics(images, decoded[: train.ensemble * s].mean(axis=0))
+            rows.append({"selected_voxels": n, "snapshots": s, "temperature": t,
+                         **{m: float(np.mean(scores[m])) for m in MEASURES}})
     best = max(rows, key=lambda row: row["pcc"])
-    return Choice(best["selected_voxels"], best["temperature"], folds, rows)
+    epochs = snapshot_epochs(dataclasses.replace(train, snapshots=best["snapshots"]))
+    return Choice(best["selected_voxels"], best["snapshots"], epochs, best["temperature"], folds, rows)
 
 
 def apply(config: Config, choice: Choice) -> Config:
     """The config with the chosen settings written in."""
     return dataclasses.replace(
         config,
-        train=dataclasses.replace(config.train, selected_voxels=choice.selected_voxels),
+        train=dataclasses.replace(config.train, selected_voxels=choice.selected_voxels, snapshots=choice.snapshots),
         inference=dataclasses.replace(config.inference, temperature=choice.temperature),
     )

@@ -71,7 +71,10 @@ class TrainConfig:
     correlate best with some stimulus pixel (0: every voxel; -1: the run chooses among `voxel_candidates` by
     `choice_folds`-fold cross-validation on its fit trials after stage I, see `choices.py`). shipped_prior: when the data set has no
     image-only extras (the DGMM file) and 28x28 images, stage I uses the shipped MNIST sixes and nines
-    instead, every copy of the data set's stimuli removed (`data.handwriting`).
+    instead, every copy of the data set's stimuli removed (`data.handwriting`). snapshots S > 1 makes each
+    seed's networks at stage I's last S snapshots, `snapshot_every` epochs apart, members of their own for
+    stages II and III (a snapshot ensemble: more members for no more stage-I training; -1: the run chooses
+    among `snapshot_candidates` with the voxel count).
     """
 
     epochs: tuple[int, int, int] = (100, 100, 20)
@@ -90,6 +93,35 @@ class TrainConfig:
     cognitive_init: str = "random"
     voxel_candidates: tuple[int, ...] = (150, 300, 450, 600, 1000, 0)
     choice_folds: int = 8
+    snapshots: int = 1
+    snapshot_candidates: tuple[int, ...] = (1, 2, 3)
+    snapshot_every: int = 2
+
+
+def member_count(train: TrainConfig, stage: int) -> int:
+    """How many networks of each kind a run holds in `stage`: its seeds in stage I, each seed's snapshots after it."""
+    return train.ensemble * (max(train.snapshots, 1) if stage > 1 else 1)
+
+
+def most_snapshots(train: TrainConfig) -> int:
+    """The most stage-I snapshots per seed that the run may use: when it chooses, the largest candidate that
+    stage I's epochs hold (a short stage I simply offers fewer)."""
+    if train.snapshots != -1:
+        return train.snapshots
+    return max((n for n in train.snapshot_candidates if train.epochs[0] - (n - 1) * train.snapshot_every >= 1), default=1)
+
+
+def snapshot_epochs(train: TrainConfig) -> tuple[int, ...]:
+    """The stage-I epochs whose networks may become members, latest first (the end of stage I is the first)."""
+    return tuple(train.epochs[0] - k * train.snapshot_every for k in range(most_snapshots(train)))
+
+
+def member_origins(train: TrainConfig, stage: int) -> list[dict[str, int]]:
+    """Each member's seed and, when snapshots joined, the stage-I epoch it grew from: every seed at the end of
+    stage I first, then every seed at each earlier snapshot (the order of the member axis)."""
+    if member_count(train, stage) == train.ensemble:
+        return [{"seed": train.seed + k} for k in range(train.ensemble)]
+    return [{"seed": train.seed + k, "stage1_epoch": epoch} for epoch in snapshot_epochs(train) for k in range(train.ensemble)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +183,7 @@ PRESETS: dict[str, Config] = {
         ),
         loss=LossConfig(kl_weight=8.0, llike_weight=1.0, gamma=1e-2, pixel_weight=1.0),
         optim=OptimConfig(lr_discriminator=1e-4, lr_cognitive_encoder=3e-5),
-        train=TrainConfig(epochs=(20, 10, 10), batch_size=16, cognitive_init="ridge", selected_voxels=-1),
+        train=TrainConfig(epochs=(20, 10, 10), batch_size=16, cognitive_init="ridge", selected_voxels=-1, snapshots=-1),
         inference=InferenceConfig(samples=32, temperature=-1.0),
     ),
     # Seconds, for tests.
@@ -228,9 +260,18 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"selected_voxels must be a count (0 keeps every voxel, -1 lets the run choose), got {train.selected_voxels}"
         )
-    auto = train.selected_voxels == -1 or config.inference.temperature == -1
+    if train.snapshots < -1 or train.snapshots == 0 or any(n < 1 for n in train.snapshot_candidates):
+        raise ConfigError(f"snapshots must be at least 1 (-1 lets the run choose), got {train.snapshots}")
+    if train.snapshot_every < 1:
+        raise ConfigError(f"snapshot_every must be at least 1, got {train.snapshot_every}")
+    if train.snapshots == -1 and not train.snapshot_candidates:
+        raise ConfigError("choosing snapshots (-1) needs snapshot_candidates")
+    if train.snapshots > 1 and min(snapshot_epochs(train)) < 1:
+        raise ConfigError(f"{train.snapshots} stage-I snapshots {train.snapshot_every} epochs apart need more "
+                          f"than {train.epochs[0]} stage-I epochs")
+    auto = train.selected_voxels == -1 or config.inference.temperature == -1 or train.snapshots == -1
     if auto and train.cognitive_init != "ridge":
-        raise ConfigError("choosing selected_voxels or the temperature (-1) needs train.cognitive_init=ridge")
+        raise ConfigError("choosing selected_voxels, snapshots or the temperature (-1) needs train.cognitive_init=ridge")
     if auto and (not train.voxel_candidates or not config.inference.temperature_candidates or train.choice_folds < 2):
         raise ConfigError("choosing needs voxel and temperature candidates and at least 2 folds")
     if train.batch_size < 1:

@@ -98,9 +98,9 @@ def split_trials(data: PreparedData, split: str) -> Trials:
     return trials
 
 
-def member_name(seed: int) -> str:
-    """The method name of one ensemble member in a report."""
-    return f"{MODEL}-seed{seed}"
+def member_name(origin: dict[str, int]) -> str:
+    """The method name of one ensemble member in a report, from its origin (`config.member_origins`)."""
+    return f"{MODEL}-seed{origin['seed']}" + (f"-epoch{origin['stage1_epoch']}" if "stage1_epoch" in origin else "")
 
 
 def _fitted_scalars(decoder: Decoder) -> dict[str, float]:
@@ -144,20 +144,21 @@ def model_reconstructions(run: TrainedRun, data: PreparedData, trials: Trials) -
     members = run.decode(data.model_voxels(trials))
     named = {MODEL: members.mean(axis=0)}
     if len(members) > 1:
-        named.update({member_name(run.config.train.seed + k): images for k, images in enumerate(members)})
+        named.update({member_name(origin): images for origin, images in zip(run.member_origins, members)})
     return named
 
 
 def describe_methods(run: TrainedRun, decoders: dict[str, Decoder]) -> dict[str, dict[str, Any]]:
     """Each method's kind, decoder description and fitted scalars, for metrics.json."""
-    n_members, seed = run.config.train.ensemble, run.config.train.seed
+    origins = run.member_origins
     described = {MODEL: {
         "kind": "model", "fitted": {},
-        "decoder": "D-VAE/GAN fMRI path" + (f", average of {n_members} members' reconstructions" if n_members > 1 else ""),
+        "decoder": "D-VAE/GAN fMRI path" + (f", average of {len(origins)} members' reconstructions" if len(origins) > 1 else ""),
     }}
-    for k in range(n_members if n_members > 1 else 0):
-        described[member_name(seed + k)] = {
-            "kind": "ensemble member", "decoder": f"D-VAE/GAN fMRI path, seed {seed + k}", "fitted": {},
+    for origin in origins if len(origins) > 1 else []:
+        snapshot = f", stage-I epoch {origin['stage1_epoch']}" if "stage1_epoch" in origin else ""
+        described[member_name(origin)] = {
+            "kind": "ensemble member", "decoder": f"D-VAE/GAN fMRI path, seed {origin['seed']}{snapshot}", "fitted": {},
         }
     for name, decoder in decoders.items():
         described[name] = {"kind": "baseline", "decoder": decoder.name, "fitted": _fitted_scalars(decoder)}

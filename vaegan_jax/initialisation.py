@@ -70,5 +70,5 @@ def ridge_initialised_members(config: Config, states: States, voxels: jax.Array,
     """`ridge_initialised_cognitive_encoder` for every member of states stacked on a leading member axis."""
     return stack_members([
         ridge_initialised_cognitive_encoder(config, take_member(states, k), voxels, images)
-        for k in range(config.train.ensemble)
+        for k in range(len(states["cognitive_encoder"].step))
     ])

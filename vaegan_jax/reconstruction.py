@@ -64,10 +64,11 @@ def path_scores(stimuli: np.ndarray, reconstructions: dict[str, np.ndarray]) -> 
 
 
 def ensemble_scores(
-    stimuli: dict[str, np.ndarray], members: dict[str, dict[str, np.ndarray]], seeds: list[int]
+    stimuli: dict[str, np.ndarray], members: dict[str, dict[str, np.ndarray]], origins: list[dict[str, int]]
 ) -> dict[str, Any]:
     """The final report's figures: `path_scores` of the members' mean for "val" and "test" (empty for a split
-    without trials), and of each member for an ensemble. `members[split][path]` is (member, trial, H, W)."""
+    without trials), and of each member, with its origin (`config.member_origins`), for an ensemble.
+    `members[split][path]` is (member, trial, H, W)."""
 
     def scores(split: str, k: int | None) -> dict[str, float]:
         if split not in members:
@@ -76,7 +77,7 @@ def ensemble_scores(
         return path_scores(stimuli[split], picked)
 
     report: dict[str, Any] = {split: scores(split, None) for split in ("val", "test")}
-    if len(seeds) > 1:
-        report["members"] = [{"seed": seed, **{split: scores(split, k) for split in ("val", "test")}}
-                             for k, seed in enumerate(seeds)]
+    if len(origins) > 1:
+        report["members"] = [{**origin, **{split: scores(split, k) for split in ("val", "test")}}
+                             for k, origin in enumerate(origins)]
     return report

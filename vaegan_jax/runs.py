@@ -19,7 +19,7 @@ import jax
 import vaegan_jax
 from vaegan_jax import config as config_lib
 from vaegan_jax import choices
-from vaegan_jax.config import Config
+from vaegan_jax.config import Config, snapshot_epochs
 from vaegan_jax.data.dataset import Dataset
 from vaegan_jax.data.prepare import PreparedData
 from vaegan_jax.errors import CheckpointError, ConfigError
@@ -172,10 +172,21 @@ def describe_run(config: Config, dataset: Dataset, data: PreparedData, layout: s
         f"prior    stage I's image-only images: {data.extra_source if extra else 'none'}",
         f"model    preset {config.preset}: {config.model.image_size}x{config.model.image_size} images, "
         f"latent {config.model.latent_dim}, batch {config.train.batch_size}, epochs I/II/III {config.train.epochs}",
-        f"members  {config.train.ensemble} (seeds {config.train.seed}..{config.train.seed + config.train.ensemble - 1}) "
-        f"{layout}: {', '.join(str(d) for d in jax.devices())}",
+        f"members  {config.train.ensemble} (seeds {config.train.seed}..{config.train.seed + config.train.ensemble - 1})"
+        f"{_snapshot_members(config)} {layout}: {', '.join(str(d) for d in jax.devices())}",
         f"run      {paths.root}",
     ])
+
+
+def _snapshot_members(config: Config) -> str:
+    """What the summary says of stage-I snapshots joining the members."""
+    train = config.train
+    if train.snapshots == 1:
+        return ""
+    if train.snapshots == -1:
+        counts = "/".join(map(str, sorted(train.snapshot_candidates)))
+        return f", each joined after stage I by its networks of the {counts} latest snapshots that cross-validation chooses,"
+    return f", each joined after stage I by its networks of stage-I epochs {', '.join(map(str, snapshot_epochs(train)))},"
 
 
 def check_free_space(paths: RunPaths, arrays: Any) -> None:

@@ -17,7 +17,7 @@ from flax import linen as nn
 from flax.training import train_state
 
 from vaegan_jax import losses
-from vaegan_jax.config import Config, LossConfig
+from vaegan_jax.config import Config, LossConfig, member_count
 from vaegan_jax.models import NETWORKS, build_networks, example_inputs
 from vaegan_jax.sharding import MEMBERS, place_members, replicate, split_batch, training_mesh
 
@@ -109,9 +109,10 @@ def create_states(config: Config, n_voxels: int, key: jax.Array) -> States:
     return states
 
 
-def member_keys(config: Config) -> jax.Array:
-    """The base RNG key of each ensemble member: member k is seeded `train.seed + k`."""
-    return jax.vmap(jax.random.key)(config.train.seed + jnp.arange(config.train.ensemble))
+def member_keys(config: Config, stage: int = 3) -> jax.Array:
+    """The base RNG key of each member in `stage` (default: the run's final members): member k is seeded
+    `train.seed + k`, so stage I's members keep their keys when its snapshots join them."""
+    return jax.vmap(jax.random.key)(config.train.seed + jnp.arange(member_count(config.train, stage)))
 
 
 def create_members(config: Config, n_voxels: int, keys: jax.Array) -> States:
@@ -261,7 +262,8 @@ class EpochRunner:
         self.chunk = self.n_batches if chunk == 0 else min(chunk, self.n_batches)
         unroll = chunk != 0
         train_step = make_train_step(config, stage)
-        self.mesh = training_mesh(config.train.ensemble, self.batch_size) if mesh is None else mesh
+        n_members = member_count(config.train, stage.number)
+        self.mesh = training_mesh(n_members, self.batch_size) if mesh is None else mesh
 
         def run_chunk(states: States, data: Batch, order: jax.Array, keys: jax.Array) -> tuple[States, Metrics]:
             def body(carry: States, xs):
@@ -299,7 +301,7 @@ class EpochRunner:
         # A lone model skips the member machinery: for the `seed` preset on the CPU a vmapped chunk of one
         # member ran at 1368 ms per step, the same steps unvmapped at 1144 (measured by benchmarks/bench.py).
         # Fixed output shardings keep the next chunk's inputs where the compiled program expects them.
-        self.run_chunk = jax.jit(run_one_member if config.train.ensemble == 1 else run_members, donate_argnums=(0,),
+        self.run_chunk = jax.jit(run_one_member if n_members == 1 else run_members, donate_argnums=(0,),
                                  out_shardings=jax.sharding.NamedSharding(self.mesh, members))
         self.summary = jax.jit(jax.vmap(summary))
         self.plan = jax.jit(jax.vmap(plan))

@@ -20,7 +20,7 @@ import numpy as np
 
 from vaegan_jax import config as config_lib
 from vaegan_jax.checkpoints import Checkpoint, CheckpointMeta, load_checkpoint
-from vaegan_jax.config import Config
+from vaegan_jax.config import Config, member_origins
 from vaegan_jax.data import load_dataset
 from vaegan_jax.data.dataset import Dataset
 from vaegan_jax.data.prepare import PreparedData, prepare
@@ -53,6 +53,11 @@ class TrainedRun:
     def states(self) -> States:
         """Every member's train states, stacked on a leading member axis."""
         return self.checkpoint.arrays.states
+
+    @property
+    def member_origins(self) -> list[dict[str, int]]:
+        """Each member's seed and, for a snapshot ensemble, the stage-I epoch it grew from."""
+        return member_origins(self.config.train, self.meta.stage)
 
     @property
     def n_voxels(self) -> int:

@@ -35,7 +35,7 @@ from vaegan_jax.runs import (
     RunPaths, check_free_space, describe_run, open_run_folder, read_saved_config, run_info, write_json,
 )
 from vaegan_jax.sharding import any_process, barrier, describe, fetch, is_main_process, place_members, replicate, training_mesh
-from vaegan_jax.steps import STAGES, EpochRunner, Stage, create_members, make_eval_losses, take_member
+from vaegan_jax.steps import STAGES, EpochRunner, Stage, States, create_members, make_eval_losses, take_member
 from vaegan_jax.writer import RunWriter, main_process_log
 
 
@@ -75,27 +75,38 @@ class Trainer:
         )
         if len(self.data.fit) < train.batch_size:
             raise ConfigError(f"batch size {train.batch_size} exceeds the {len(self.data.fit)} fitting trials")
-        size = self.config.model.image_size
         stage1_images = self.data.fit.images
         if train.use_extra_images and self.data.extra_images is not None:
             stage1_images = np.concatenate([stage1_images, self.data.extra_images])
-        self.mesh = training_mesh(train.ensemble, train.batch_size)
-        self.stage1_images = replicate({"image": to_model_images(stage1_images, size)}, self.mesh)
-        self.keys = place_members(rng.member_keys(self.config), self.mesh)
-        self.states = place_members(create_members(self.config, len(self.data.voxel_selection), self.keys), self.mesh)
-        self._build_programs()
+        self.stage1_images = to_model_images(stage1_images, self.config.model.image_size)
+        # Stage I's snapshots that may become members stay on disk until the run has chosen among them.
+        self.snapshot_steps = config_lib.snapshot_epochs(train) if config_lib.most_snapshots(train) > 1 else ()
+        self._hold_members(1)
         self.offsets = cadence.stage_offsets(self.config.train.epochs)
         self.epochs_done = 0
 
+    @property
+    def n_members(self) -> int:
+        """How many networks of each kind the trainer holds now."""
+        return len(self.keys)
+
+    def _hold_members(self, stage: int) -> None:
+        """Mesh, keys and freshly initialised states for the members of `stage`, and the programs for them."""
+        train = self.config.train
+        self.mesh = training_mesh(config_lib.member_count(train, stage), train.batch_size)
+        self.keys = place_members(rng.member_keys(self.config, stage), self.mesh)
+        self.states = place_members(create_members(self.config, len(self.data.voxel_selection), self.keys), self.mesh)
+        self._build_programs()
+
     def _build_programs(self) -> None:
-        """The data on the device and the compiled functions, for the current config and voxel selection."""
+        """The data on the device and the compiled functions, for the current config, members and voxel selection."""
         size = self.config.model.image_size
 
         def split_arrays(trials: Trials) -> dict[str, jax.Array]:
             return {"image": to_model_images(trials.images, size), "voxels": jnp.asarray(self.data.model_voxels(trials))}
 
         self.arrays = {
-            "images_only": self.stage1_images,
+            "images_only": replicate({"image": self.stage1_images}, self.mesh),
             **replicate({split: split_arrays(getattr(self.data, split)) for split in ("fit", "val", "test")}, self.mesh),
         }
         self.arrays["paired"] = self.arrays.pop("fit")
@@ -108,29 +119,41 @@ class Trainer:
         }
         self.reconstructor = Reconstructor(self.config, self.mesh)
 
-    def choose_settings(self) -> choices.Choice:
-        """Choose what the config leaves to the run (choices.py) on the fit trials, then rebuild what depends on it.
+    def enter_paired_stages(self, store: CheckpointStore) -> None:
+        """Choose what the config leaves to the run (choices.py) on the fit trials, then make the chosen stage-I
+        snapshots members and rebuild what depends on the choice.
 
-        The cognitive encoder is made afresh for the chosen voxels (stage II starts it from ridge anyway);
+        The cognitive encoders are made afresh for the chosen voxels (stage II starts them from ridge anyway);
         config.json and choices.json record the choice, so a resumed run and eval.py use it too.
         """
-        states, keys = fetch((self.states, self.keys))
-        members = range(self.config.train.ensemble)
-        choice = choices.choose(
-            self.config, [take_member(states, k) for k in members], [keys[k] for k in members],
-            self.data.fit.voxels, self.data.fit.images,
-        )
-        self.config = choices.apply(self.config, choice)
-        selection = select_voxels(self.data.fit.voxels, self.data.fit.images, choice.selected_voxels)
-        self.data = dataclasses.replace(self.data, voxel_selection=selection)
-        fresh = place_members(create_members(self.config, len(selection), self.keys), self.mesh)
-        self.states = {**self.states, "cognitive_encoder": fresh["cognitive_encoder"]}
-        self._build_programs()
-        if is_main_process():
-            write_json(self.paths.config, config_lib.to_dict(self.config))
-            write_json(self.paths.choices, choice.to_json())
-        self.log(choice.describe())
-        return choice
+        snapshots = self._stage1_snapshots(store)
+        if choices.needs_choice(self.config):
+            train = self.config.train
+            states = fetch(snapshots)
+            candidates = [take_member(member_states, k) for member_states in states for k in range(train.ensemble)]
+            most = dataclasses.replace(self.config, train=dataclasses.replace(train, snapshots=len(snapshots)))
+            choice = choices.choose(self.config, candidates, list(rng.member_keys(most, 2)),
+                                    self.data.fit.voxels, self.data.fit.images)
+            self.config = choices.apply(self.config, choice)
+            selection = select_voxels(self.data.fit.voxels, self.data.fit.images, choice.selected_voxels)
+            self.data = dataclasses.replace(self.data, voxel_selection=selection)
+            if is_main_process():
+                write_json(self.paths.config, config_lib.to_dict(self.config))
+                write_json(self.paths.choices, choice.to_json())
+            self.log(choice.describe())
+        kept = jax.tree.map(lambda *parts: np.concatenate(parts), *fetch(snapshots[: self.config.train.snapshots]))
+        self._hold_members(2)
+        self.states = {**place_members(kept, self.mesh), "cognitive_encoder": self.states["cognitive_encoder"]}
+
+    def _stage1_snapshots(self, store: CheckpointStore) -> list[States]:
+        """The members' states at each stage-I snapshot the run may keep, latest first: the trainer's own (the end
+        of stage I), then the earlier ones from their checkpoints."""
+        earlier = config_lib.snapshot_epochs(self.config.train)[1:]
+        missing = [step for step in earlier if step not in store.steps()]
+        if missing:
+            raise CheckpointError(f"{store.directory}: no checkpoint of stage-I epoch {missing[0]}, a snapshot this "
+                                  "run may make a member of; it was written by another version of vaegan_jax")
+        return [self.states, *(self._read_states(store, step)[1] for step in earlier)]
 
     def summary(self) -> str:
         """A few lines on what this run is about to do."""
@@ -151,29 +174,33 @@ class Trainer:
         return CheckpointMeta(stage.number, epoch_in_stage, self.epochs_done, self.config,
                               DataRecord.of(self.dataset, self.origin), Split.of(self.data))
 
-    def restore(self, store: CheckpointStore, step: int) -> CheckpointMeta:
-        """Load checkpoint `step` into this trainer (states, RNG keys, epoch count); return its metadata."""
+    def _read_states(self, store: CheckpointStore, step: int) -> tuple[CheckpointMeta, States, Any]:
+        """Checkpoint `step`'s metadata, train states and RNG keys, in this trainer's structures (their optimisers
+        and apply functions, so the compiled epoch programs run on without compiling again)."""
         where = store.directory / str(step)
         meta = CheckpointMeta.from_json(store.read_meta(step), where)
         if meta.data.fingerprint != self.dataset.fingerprint:
             raise CheckpointError(f"{where}: checkpoint was trained on data {meta.data.fingerprint} ({meta.data.source}), "
                                   f"not on {self.dataset.fingerprint} ({self.dataset.source})")
+        if config_lib.member_count(meta.config.train, meta.stage) != self.n_members:
+            self._hold_members(meta.stage)
         # A checkpoint's own config shapes its arrays: stage I's predate the run's choice of voxels.
-        tree, _ = store.restore(step, abstract_tree(meta.config, self.dataset.n_voxels, self.mesh))
+        tree, _ = store.restore(step, abstract_tree(meta.config, self.dataset.n_voxels, self.mesh, meta.stage))
         arrays = unpack(tree)
         scaler = self.data.scaler
         if not (np.array_equal(arrays.scaler.mean, scaler.mean) and np.array_equal(arrays.scaler.std, scaler.std)):
             raise CheckpointError(f"{where}: its voxel statistics differ from those rebuilt from the data; it was "
                                   "written by another version of vaegan_jax")
-        # The restored arrays in this trainer's own train states (their optimisers and apply functions), so
-        # the epoch programs compiled for those run on without compiling again.
-        restored = jax.tree.unflatten(jax.tree.structure(self.states), jax.tree.leaves(arrays.states))
+        states = jax.tree.unflatten(jax.tree.structure(self.states), jax.tree.leaves(arrays.states))
         if list(meta.split.voxels) != self.data.voxel_selection.tolist():
             # Saved before the choice, its cognitive encoder reads other voxels and has not been trained yet
             # (stage II starts it afresh from ridge): this trainer's own, for the chosen voxels, stands in.
-            restored = {**restored, "cognitive_encoder": self.states["cognitive_encoder"]}
-        self.states = restored
-        self.keys = arrays.keys
+            states = {**states, "cognitive_encoder": self.states["cognitive_encoder"]}
+        return meta, states, arrays.keys
+
+    def restore(self, store: CheckpointStore, step: int) -> CheckpointMeta:
+        """Load checkpoint `step` into this trainer (states, RNG keys, epoch count); return its metadata."""
+        meta, self.states, self.keys = self._read_states(store, step)
         self.epochs_done = meta.epochs_done
         return meta
 
@@ -232,7 +259,9 @@ class Trainer:
             states, metrics = ahead or runner(self.states, data, rng.train(self.keys, stage.number, epoch))
             # An epoch that the schedule neither validates nor saves hands its states straight on to the next,
             # so the device trains on while the host checks and logs this one: no round trip between them.
-            handed_on = not stopping and cadence.hands_on(epoch + 1, total, train.eval_every, train.checkpoint_every)
+            snapshot = stage.number == 1 and epoch + 1 in self.snapshot_steps
+            handed_on = (not stopping and not snapshot
+                         and cadence.hands_on(epoch + 1, total, train.eval_every, train.checkpoint_every))
             ahead = runner(states, data, rng.train(self.keys, stage.number, epoch + 1)) if handed_on else None
             metrics = fetch(metrics)
             waited += time.perf_counter() - begun
@@ -255,7 +284,7 @@ class Trainer:
             score = self.validate(stage, writer) if validate else None
             improved = cadence.improves(score, best_score)
             best_score = score if improved else best_score
-            save = cadence.save_now(epoch + 1, total, train.checkpoint_every, improved, stop)
+            save = snapshot or cadence.save_now(epoch + 1, total, train.checkpoint_every, improved, stop)
             if save:
                 meta = self.checkpoint_meta(stage, epoch + 1).to_json()
                 store.save(self.epochs_done, self.checkpoint_arrays(), meta, score)
@@ -289,7 +318,7 @@ class Trainer:
 
     def resume(self) -> int | None:
         """Load the run folder's newest checkpoint, if it has one; return its step."""
-        store = CheckpointStore(self.paths.checkpoints)
+        store = CheckpointStore(self.paths.checkpoints, keep=self.snapshot_steps)
         try:
             step = store.latest_step()
             if step is not None:
@@ -304,14 +333,15 @@ class Trainer:
 
         `self.timing` then holds the wall time of each part of this call (a resumed run's counts from the resume).
         """
-        store = CheckpointStore(self.paths.checkpoints)
+        store = CheckpointStore(self.paths.checkpoints, keep=self.snapshot_steps)
         timing = self.timing = {}
         try:
             with RunWriter(self.paths.tensorboard, self.progress, self.log) as writer:
                 for stage in STAGES:
-                    if stage.paired and choices.needs_choice(self.config):
+                    paired_members = config_lib.member_count(self.config.train, stage.number)
+                    if stage.paired and (choices.needs_choice(self.config) or self.n_members != paired_members):
                         start = time.perf_counter()
-                        self.choose_settings()
+                        self.enter_paired_stages(store)
                         timing["choices"] = {"seconds": round(time.perf_counter() - start, 3)}
                     stage_end = self.offsets[stage.number - 1] + self.config.train.epochs[stage.number - 1]
                     if self.epochs_done < stage_end:
@@ -337,12 +367,12 @@ class Trainer:
         meta = None if best is None else self.restore(store, best)
         members = {split: self.member_reconstructions(split) for split in ("val", "test") if len(getattr(self.data, split))}
         stimuli = {split: getattr(self.data, split).images for split in members}
-        seeds = [self.config.train.seed + k for k in range(self.config.train.ensemble)]
+        origins = config_lib.member_origins(self.config.train, 1 if self.n_members == self.config.train.ensemble else 2)
         report = {
             "checkpoint_step": best,
             "stage": 0 if meta is None else meta.stage,
             "epoch_in_stage": 0 if meta is None else meta.epoch_in_stage,
-            **ensemble_scores(stimuli, members, seeds),
+            **ensemble_scores(stimuli, members, origins),
         }
         test = {path: images.mean(axis=0) for path, images in members["test"].items()}
         grid = labelled_grid(
