@@ -62,9 +62,15 @@ def seed_report(seed: int, out: Path, train_args: list[str]) -> tuple[dict, floa
     return merged, seconds
 
 
+def compared_methods(reports: dict[int, dict]) -> list[str]:
+    """The methods every run reports: the model and the baselines (ensemble members differ between runs)."""
+    return [name for name, method in next(iter(reports.values()))["methods"].items()
+            if method.get("kind") != "ensemble member"]
+
+
 def table(reports: dict[int, dict]) -> str:
-    """Markdown: one row per method, mean ± sd over seeds of the per-run means over trials."""
-    methods = list(next(iter(reports.values()))["methods"])
+    """Markdown: one row per compared method, mean ± sd over seeds of the per-run means over trials."""
+    methods = compared_methods(reports)
     lines = ["| method | " + " | ".join(label for _, label, _ in MEASURES) + " |", "|---" * (len(MEASURES) + 1) + "|"]
     for method in methods:
         cells = []
@@ -91,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(reports))
     print()
-    print("per seed, PCC of " + " / ".join(reports[seeds[0]]["methods"]) + ": " + "; ".join(
-        f"seed {seed} " + " / ".join(f"{m['aggregate']['pcc']['mean']:.3f}" for m in r["methods"].values())
+    methods = compared_methods(reports)
+    print("per seed, PCC of " + " / ".join(methods) + ": " + "; ".join(
+        f"seed {seed} " + " / ".join(f"{r['methods'][m]['aggregate']['pcc']['mean']:.3f}" for m in methods)
         for seed, r in reports.items()
     ))
     print("training wall time: " + ", ".join(
