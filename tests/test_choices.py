@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from vaegan_jax import choices
+from vaegan_jax import choices, metrics
 from vaegan_jax import config as config_lib
 from vaegan_jax.config import Config
 from vaegan_jax.data import Dataset
@@ -46,9 +46,11 @@ def chosen_run(choosing_config: Config, dataset: Dataset, tmp_path_factory: pyte
 def test_the_run_records_its_choice_and_its_evidence(chosen_run: Path, dataset: Dataset) -> None:
     record = json.loads((chosen_run / "choices.json").read_text())
     candidates = record["candidates"]
-    assert {(row["selected_voxels"], row["temperature"]) for row in candidates} == {
-        (n, t) for n in (4, 8, 0) for t in (0.0, 1.0)
-    }
+    # Every count at temperature 0; above it only the two (train.choice_shortlist) best at 0.
+    cold = sorted((row for row in candidates if row["temperature"] == 0.0), key=lambda row: -row["pcc"])
+    assert sorted(row["selected_voxels"] for row in cold) == [0, 4, 8]
+    warm = {row["selected_voxels"] for row in candidates if row["temperature"] == 1.0}
+    assert warm == {row["selected_voxels"] for row in cold[:2]}
     best = max(candidates, key=lambda row: row["pcc"])
     chosen = record["chosen"]
     assert (chosen["train.selected_voxels"], chosen["inference.temperature"]) == (best["selected_voxels"], best["temperature"])
@@ -91,6 +93,22 @@ def test_a_trial_is_decoded_by_a_readout_fitted_without_it(stage1_networks: tupl
     for candidate in before:
         np.testing.assert_array_equal(after[candidate][:, 0], before[candidate][:, 0])
         assert not np.array_equal(after[candidate], before[candidate])
+
+
+@pytest.mark.parametrize("shortlist", [0, 1])
+def test_only_the_shortlisted_voxel_counts_are_decoded_above_temperature_zero(stage1_networks: tuple, shortlist: int) -> None:
+    config, members, keys, voxels, images = stage1_networks
+    config = config_lib.override(config, [f"train.choice_shortlist={shortlist}"])
+    rows = choices.choose(config, members, keys, voxels, images).candidates
+    cold = {row["selected_voxels"]: row["pcc"] for row in rows if row["temperature"] == 0.0}
+    warm = {row["selected_voxels"] for row in rows if row["temperature"] == 1.0}
+    assert set(cold) == {0, 4, 8}
+    assert warm == ({0, 4, 8} if shortlist == 0 else {max(cold, key=cold.get)})
+    # The scores do not depend on which other candidates were decoded.
+    full = choices.out_of_fold_reconstructions(config, members, keys, voxels, images, (4, 8, 0), (0.0, 1.0), 4)
+    for row in rows:
+        pooled = full[(row["selected_voxels"], row["temperature"])].mean(axis=0)
+        assert row["pcc"] == pytest.approx(float(np.mean(metrics.reconstruction_metrics(images, pooled)["pcc"])))
 
 
 @pytest.mark.slow

@@ -70,24 +70,18 @@ def needs_choice(config: Config) -> bool:
     return AUTO in (train.selected_voxels, train.snapshots) or config.inference.temperature == AUTO
 
 
-def out_of_fold_reconstructions(
-    config: Config,
-    members: list[States],
-    keys: list[jax.Array],
-    voxels: np.ndarray,
-    images: np.ndarray,
-    voxel_counts: tuple[int, ...],
-    temperatures: tuple[float, ...],
-    folds: int,
-) -> dict[tuple[int, float], np.ndarray]:
-    """(voxel count, temperature) -> each member's reconstruction (member, trial, H, W) of each trial by a
-    readout fitted without the trial's fold.
+Posteriors = dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]
 
-    Each member's stage-I networks decode; the model's reconstruction is the average of its members'. A count of 0 (or one above the voxels there are) means every voxel. The ridge-started cognitive encoder
-    is linear, so each fold's readout is fitted and applied in latent space (initialisation.fit_latent_readout,
-    the very fit stage II starts from) and G decodes all trials' out-of-fold posteriors at once.
+
+def out_of_fold_posteriors(
+    config: Config, members: list[States], voxels: np.ndarray, images: np.ndarray, voxel_counts: tuple[int, ...], folds: int
+) -> Posteriors:
+    """(voxel count, member) -> every trial's posterior (mu, logvar) by a readout fitted without the trial's fold.
+
+    A count of 0 (or one above the voxels there are) means every voxel. The ridge-started cognitive encoder is
+    linear, so each fold's readout is fitted and applied in latent space (initialisation.fit_latent_readout,
+    the very fit stage II starts from), onto each member's own visual latent.
     """
-    size = images.shape[1]
     model_images = to_model_images(images, config.model.image_size)
     targets = [initialisation.visual_latent_means(config, states, model_images) for states in members]
     order = np.random.default_rng(FOLD_SEED).permutation(len(images))
@@ -104,17 +98,41 @@ def out_of_fold_reconstructions(
             for k, target in enumerate(targets):
                 mu, logvar = initialisation.fit_latent_readout(fit_voxels[:, kept], target[train]).predict(held_voxels[:, kept])
                 posteriors[(n, k)][0][held_out], posteriors[(n, k)][1][held_out] = mu, logvar
+    return posteriors
+
+
+def decode_posteriors(
+    config: Config, members: list[States], keys: list[jax.Array], posteriors: Posteriors,
+    voxel_counts: list[int], temperatures: tuple[float, ...], size: int,
+) -> dict[tuple[int, float], np.ndarray]:
+    """(voxel count, temperature) -> each member's decode (member, trial, H, W) of its posteriors, in [0, 1]."""
     decoders = {samples: jax.jit(make_decode(config, samples)) for samples in {0, config.inference.samples}}
-    pooled = {}
-    for n in counts:
+    decoded = {}
+    for n in voxel_counts:
         for t in temperatures:
             decode = decoders[config.inference.samples if t > 0 else 0]
-            decoded = [
+            decoded[(n, t)] = np.stack([
                 to_native_images(decode(states["generator"], *posteriors[(n, k)], key, jnp.float32(t)), size)
                 for k, (states, key) in enumerate(zip(members, keys))
-            ]
-            pooled[(n, t)] = np.stack(decoded)
-    return pooled
+            ])
+    return decoded
+
+
+def out_of_fold_reconstructions(
+    config: Config,
+    members: list[States],
+    keys: list[jax.Array],
+    voxels: np.ndarray,
+    images: np.ndarray,
+    voxel_counts: tuple[int, ...],
+    temperatures: tuple[float, ...],
+    folds: int,
+) -> dict[tuple[int, float], np.ndarray]:
+    """(voxel count, temperature) -> each member's reconstruction (member, trial, H, W) of each trial by a
+    readout fitted without the trial's fold; the model's reconstruction is the average of its members'."""
+    posteriors = out_of_fold_posteriors(config, members, voxels, images, voxel_counts, folds)
+    counts = sorted({n for n, _ in posteriors})
+    return decode_posteriors(config, members, keys, posteriors, counts, temperatures, images.shape[1])
 
 
 def choose(
@@ -124,19 +142,36 @@ def choose(
 
     `members` are the most the run may keep, in `config.member_origins` order: each seed at the end of stage I,
     then each seed at every earlier snapshot, so a candidate of S snapshots keeps the first ensemble x S.
+    Decoding at a temperature above 0 draws `inference.samples` posterior samples through G, the choice's main
+    cost; only the `train.choice_shortlist` voxel counts that score best at temperature 0 (one G pass) are
+    decoded at the others, as the voxel counts' order at temperature 0 foretold their order above it in every
+    run measured (docs/experiments.md).
     """
     train, inference = config.train, config.inference
     voxel_counts = train.voxel_candidates if train.selected_voxels == AUTO else (train.selected_voxels,)
-    snapshot_counts = [n for n in train.snapshot_candidates if n <= most_snapshots(train)] if train.snapshots == AUTO else [train.snapshots]
+    snapshot_counts = sorted({n for n in train.snapshot_candidates if n <= most_snapshots(train)}
+                             if train.snapshots == AUTO else {train.snapshots})
     temperatures = inference.temperature_candidates if inference.temperature == AUTO else (inference.temperature,)
     folds = min(train.choice_folds, len(images))
-    reconstructions = out_of_fold_reconstructions(config, members, keys, voxels, images, voxel_counts, temperatures, folds)
-    rows = []
-    for (n, t), decoded in reconstructions.items():
-        for s in sorted(set(snapshot_counts)):
-            scores = metrics.reconstruction_metrics(images, decoded[: train.ensemble * s].mean(axis=0))
-            rows.append({"selected_voxels": n, "snapshots": s, "temperature": t,
-                         **{m: float(np.mean(scores[m])) for m in MEASURES}})
+    posteriors = out_of_fold_posteriors(config, members, voxels, images, voxel_counts, folds)
+
+    def scored(decoded: dict[tuple[int, float], np.ndarray]) -> list[dict[str, Any]]:
+        rows = []
+        for (n, t), images_by_member in decoded.items():
+            for s in snapshot_counts:
+                scores = metrics.reconstruction_metrics(images, images_by_member[: train.ensemble * s].mean(axis=0))
+                rows.append({"selected_voxels": n, "snapshots": s, "temperature": t,
+                             **{m: float(np.mean(scores[m])) for m in MEASURES}})
+        return rows
+
+    counts = sorted({n for n, _ in posteriors})
+    size = images.shape[1]
+    rows = scored(decode_posteriors(config, members, keys, posteriors, counts, (0.0,), size))
+    best_at_zero = {n: max(row["pcc"] for row in rows if row["selected_voxels"] == n) for n in counts}
+    shortlist = sorted(counts, key=best_at_zero.get, reverse=True)[: train.choice_shortlist or len(counts)]
+    warmer = tuple(t for t in temperatures if t > 0)
+    rows = [row for row in rows if 0.0 in temperatures] + scored(
+        decode_posteriors(config, members, keys, posteriors, shortlist, warmer, size))
     best = max(rows, key=lambda row: row["pcc"])
     epochs = snapshot_epochs(dataclasses.replace(train, snapshots=best["snapshots"]))
     return Choice(best["selected_voxels"], best["snapshots"], epochs, best["temperature"], folds, rows)

@@ -69,8 +69,10 @@ class TrainConfig:
     which `split_seed` carves, so member k is the model a single run with seed + k would train.
     selected_voxels N > 0 feeds the cognitive encoder only the N voxels whose fit-trial responses
     correlate best with some stimulus pixel (0: every voxel; -1: the run chooses among `voxel_candidates` by
-    `choice_folds`-fold cross-validation on its fit trials after stage I, see `choices.py`). shipped_prior: when the data set has no
-    image-only extras (the DGMM file) and 28x28 images, stage I uses the shipped MNIST sixes and nines
+    `choice_folds`-fold cross-validation on its fit trials after stage I, see `choices.py`; only the
+    `choice_shortlist` counts best at decoding temperature 0 are decoded at the others, 0: every count).
+    shipped_prior: when the data set has no image-only extras (the DGMM file) and 28x28 images, stage I uses
+    the shipped MNIST sixes and nines
     instead, every copy of the data set's stimuli removed (`data.handwriting`). snapshots S > 1 makes each
     seed's networks at stage I's last S snapshots, `snapshot_every` epochs apart, members of their own for
     stages II and III (a snapshot ensemble: more members for no more stage-I training; -1: the run chooses
@@ -93,6 +95,7 @@ class TrainConfig:
     cognitive_init: str = "random"
     voxel_candidates: tuple[int, ...] = (150, 300, 450, 600, 1000, 0)
     choice_folds: int = 8
+    choice_shortlist: int = 2
     snapshots: int = 1
     snapshot_candidates: tuple[int, ...] = (1, 2, 3)
     snapshot_every: int = 2
@@ -262,6 +265,8 @@ def validate(config: Config) -> None:
         )
     if train.snapshots < -1 or train.snapshots == 0 or any(n < 1 for n in train.snapshot_candidates):
         raise ConfigError(f"snapshots must be at least 1 (-1 lets the run choose), got {train.snapshots}")
+    if train.choice_shortlist < 0:
+        raise ConfigError(f"choice_shortlist must be a count (0: every voxel count), got {train.choice_shortlist}")
     if train.snapshot_every < 1:
         raise ConfigError(f"snapshot_every must be at least 1, got {train.snapshot_every}")
     if train.snapshots == -1 and not train.snapshot_candidates:
