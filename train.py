@@ -91,8 +91,7 @@ def main(argv: list[str]) -> int:
                 print(f"{split:6} {path:6} " + " ".join(f"{v:7.4f}" for v in row))
     for member in report.get("members", []):
         row = [member["test"][f"{m}_fmri"] for m in ("pcc", "mse", "ssim", "ident_2way")]
-        snapshot = f", stage-I epoch {member['stage1_epoch']}" if "stage1_epoch" in member else ""
-        print(f"{'test':6} {'fmri':6} " + " ".join(f"{v:7.4f}" for v in row) + f"   member seed {member['seed']}{snapshot}")
+        print(f"{'test':6} {'fmri':6} " + " ".join(f"{v:7.4f}" for v in row) + f"   member {config_lib.describe_member(member)}")
     parts = [f"{name} {t['epochs']} epochs {t['seconds']:.1f} s ({t['seconds'] / t['epochs']:.3g} s/epoch, the loop's "
              f"own work {1000 * (t['seconds'] - t['waiting_seconds']) / t['epochs']:.0f} ms/epoch)"
              for name, t in timing.items() if t.get("epochs")]

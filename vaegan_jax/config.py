@@ -72,8 +72,8 @@ class TrainConfig:
     `choice_folds`-fold cross-validation on its fit trials after stage I, see `choices.py`; only the
     `choice_shortlist` counts best at decoding temperature 0 are decoded at the others, 0: every count).
     shipped_prior: when the data set has no image-only extras (the DGMM file) and 28x28 images, stage I uses
-    the shipped MNIST sixes and nines
-    instead, every copy of the data set's stimuli removed (`data.handwriting`). snapshots S > 1 makes each
+    the shipped MNIST sixes and nines instead, every copy of the data set's stimuli removed
+    (`data.handwriting`). snapshots S > 1 makes each
     seed's networks at stage I's last S snapshots, `snapshot_every` epochs apart, members of their own for
     stages II and III (a snapshot ensemble: more members for no more stage-I training; -1: the run chooses
     among `snapshot_candidates` with the voxel count).
@@ -125,6 +125,11 @@ def member_origins(train: TrainConfig, stage: int) -> list[dict[str, int]]:
     if member_count(train, stage) == train.ensemble:
         return [{"seed": train.seed + k} for k in range(train.ensemble)]
     return [{"seed": train.seed + k, "stage1_epoch": epoch} for epoch in snapshot_epochs(train) for k in range(train.ensemble)]
+
+
+def describe_member(origin: dict[str, int]) -> str:
+    """A member's origin (`member_origins`) in words: "seed 2" or "seed 2, stage-I epoch 18"."""
+    return f"seed {origin['seed']}" + (f", stage-I epoch {origin['stage1_epoch']}" if "stage1_epoch" in origin else "")
 
 
 @dataclasses.dataclass(frozen=True)

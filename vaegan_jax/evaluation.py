@@ -28,6 +28,7 @@ from vaegan_jax.baselines import Decoder, LatentRidgeDecoder, MeanImageDecoder, 
 from vaegan_jax.data import load_dataset
 from vaegan_jax.data.dataset import Dataset, Trials
 from vaegan_jax.data.prepare import PreparedData
+from vaegan_jax.config import describe_member
 from vaegan_jax.errors import ConfigError
 from vaegan_jax.images import labelled_grid, save_png
 from vaegan_jax.reconstruction import per_image_scores
@@ -156,9 +157,8 @@ def describe_methods(run: TrainedRun, decoders: dict[str, Decoder]) -> dict[str,
         "decoder": "D-VAE/GAN fMRI path" + (f", average of {len(origins)} members' reconstructions" if len(origins) > 1 else ""),
     }}
     for origin in origins if len(origins) > 1 else []:
-        snapshot = f", stage-I epoch {origin['stage1_epoch']}" if "stage1_epoch" in origin else ""
         described[member_name(origin)] = {
-            "kind": "ensemble member", "decoder": f"D-VAE/GAN fMRI path, seed {origin['seed']}{snapshot}", "fitted": {},
+            "kind": "ensemble member", "decoder": f"D-VAE/GAN fMRI path, {describe_member(origin)}", "fitted": {},
         }
     for name, decoder in decoders.items():
         described[name] = {"kind": "baseline", "decoder": decoder.name, "fitted": _fitted_scalars(decoder)}

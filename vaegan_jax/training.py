@@ -126,11 +126,10 @@ class Trainer:
         The cognitive encoders are made afresh for the chosen voxels (stage II starts them from ridge anyway);
         config.json and choices.json record the choice, so a resumed run and eval.py use it too.
         """
-        snapshots = self._stage1_snapshots(store)
+        snapshots = fetch(self._stage1_snapshots(store))
         if choices.needs_choice(self.config):
             train = self.config.train
-            states = fetch(snapshots)
-            candidates = [take_member(member_states, k) for member_states in states for k in range(train.ensemble)]
+            candidates = [take_member(member_states, k) for member_states in snapshots for k in range(train.ensemble)]
             most = dataclasses.replace(self.config, train=dataclasses.replace(train, snapshots=len(snapshots)))
             choice = choices.choose(self.config, candidates, list(rng.member_keys(most, 2)),
                                     self.data.fit.voxels, self.data.fit.images)
@@ -141,7 +140,7 @@ class Trainer:
                 write_json(self.paths.config, config_lib.to_dict(self.config))
                 write_json(self.paths.choices, choice.to_json())
             self.log(choice.describe())
-        kept = jax.tree.map(lambda *parts: np.concatenate(parts), *fetch(snapshots[: self.config.train.snapshots]))
+        kept = jax.tree.map(lambda *parts: np.concatenate(parts), *snapshots[: self.config.train.snapshots])
         self._hold_members(2)
         self.states = {**place_members(kept, self.mesh), "cognitive_encoder": self.states["cognitive_encoder"]}
 
