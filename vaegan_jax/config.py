@@ -76,7 +76,10 @@ class TrainConfig:
     (`data.handwriting`). snapshots S > 1 makes each
     seed's networks at stage I's last S snapshots, `snapshot_every` epochs apart, members of their own for
     stages II and III (a snapshot ensemble: more members for no more stage-I training; -1: the run chooses
-    among `snapshot_candidates` with the voxel count).
+    among `snapshot_candidates` with the voxel count). weight_average d in (0, 1): stage I keeps a moving
+    average of the visual encoder's and the generator's parameters and BatchNorm statistics, decay d per step
+    (the plain mean of the weights of its first 1 / (1 - d) steps), and hands those averages on to stages II
+    and III (Polyak averaging; 0: the last weights).
     """
 
     epochs: tuple[int, int, int] = (100, 100, 20)
@@ -99,6 +102,7 @@ class TrainConfig:
     snapshots: int = 1
     snapshot_candidates: tuple[int, ...] = (1, 2, 3)
     snapshot_every: int = 2
+    weight_average: float = 0.0
 
 
 def member_count(train: TrainConfig, stage: int) -> int:
@@ -179,9 +183,11 @@ PRESETS: dict[str, Config] = {
     ),
     # Native 28x28, narrower: a whole three-stage run on a 69-sized data set in minutes on 2 CPU cores.
     # A stronger KL (a smoother latent space that voxels predict better), a pixel-space term beside the
-    # feature-space one and 20 stage-I epochs (a prior the voxels predict better: docs/experiments.md), and a
-    # linear cognitive encoder started from the ridge solution; the voxel count and the decoding temperature
-    # of the posterior predictive mean are chosen by each run on its own fit trials (choices.py).
+    # feature-space one and 20 stage-I epochs (a prior the voxels predict better: docs/experiments.md), the
+    # image path's weights averaged over stage I's last few hundred steps (better than its last weights or an
+    # ensemble of its last epochs, at one member's cost), and a linear cognitive encoder started from the
+    # ridge solution; the voxel count and the decoding temperature of the posterior predictive mean are chosen
+    # by each run on its own fit trials (choices.py).
     "fast": Config(
         preset="fast",
         model=ModelConfig(
@@ -191,7 +197,8 @@ PRESETS: dict[str, Config] = {
         ),
         loss=LossConfig(kl_weight=8.0, llike_weight=1.0, gamma=1e-2, pixel_weight=1.0),
         optim=OptimConfig(lr_discriminator=1e-4, lr_cognitive_encoder=3e-5),
-        train=TrainConfig(epochs=(20, 10, 10), batch_size=16, cognitive_init="ridge", selected_voxels=-1, snapshots=-1),
+        train=TrainConfig(epochs=(20, 10, 10), batch_size=16, cognitive_init="ridge", selected_voxels=-1,
+                           weight_average=0.997),
         inference=InferenceConfig(samples=32, temperature=-1.0),
     ),
     # Seconds, for tests.
@@ -272,6 +279,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"snapshots must be at least 1 (-1 lets the run choose), got {train.snapshots}")
     if train.choice_shortlist < 0:
         raise ConfigError(f"choice_shortlist must be a count (0: every voxel count), got {train.choice_shortlist}")
+    if not 0.0 <= train.weight_average < 1.0:
+        raise ConfigError(f"weight_average must be a decay in [0, 1) (0: no averaging), got {train.weight_average}")
     if train.snapshot_every < 1:
         raise ConfigError(f"snapshot_every must be at least 1, got {train.snapshot_every}")
     if train.snapshots == -1 and not train.snapshot_candidates:

@@ -27,9 +27,12 @@ Metrics = dict[str, jax.Array]
 
 
 class TrainState(train_state.TrainState):
-    """Parameters, optimiser state and BatchNorm running statistics of one network."""
+    """Parameters, optimiser state and BatchNorm running statistics of one network, and for a network whose
+    weights stage I averages (`train.weight_average`), the moving average of its parameters and statistics
+    (None otherwise)."""
 
     batch_stats: Any
+    average: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Stage:
     learners: tuple[str, ...]
     real: str
     prior_samples: bool
+    averaged: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -54,8 +58,10 @@ class Stage:
 
 
 STAGES = (
-    # I: VAE/GAN on images; D compares real images with reconstructions and prior samples.
-    Stage(1, "visual_encoder", ("discriminator", "generator", "visual_encoder"), "stimulus", True),
+    # I: VAE/GAN on images; D compares real images with reconstructions and prior samples. The image path's
+    # networks may hand on moving averages of their weights: a GAN's last weights wander from step to step.
+    Stage(1, "visual_encoder", ("discriminator", "generator", "visual_encoder"), "stimulus", True,
+          averaged=("generator", "visual_encoder")),
     # II: the fMRI path learns to land where the frozen image path lands, in D's feature space.
     Stage(2, "cognitive_encoder", ("discriminator", "cognitive_encoder"), "visual_reconstruction", False),
     # III: the generator and D are fine-tuned on fMRI reconstructions against real images.
@@ -93,20 +99,37 @@ def make_optimizer(config: Config, network: str) -> optax.GradientTransformation
     return tx
 
 
+AVERAGED = frozenset(name for stage in STAGES for name in stage.averaged)
+
+
+def weights_of(state: TrainState) -> dict[str, Any]:
+    """A network's parameters and BatchNorm statistics: what a moving average of its weights covers."""
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
 def create_states(config: Config, n_voxels: int, key: jax.Array) -> States:
-    """Freshly initialised train states of all four networks."""
+    """Freshly initialised train states of all four networks (with averages where `train.weight_average` asks)."""
     networks = build_networks(config.model)
     inputs = example_inputs(config.model, n_voxels)
     states = {}
     for name, key_net in zip(NETWORKS, jax.random.split(key, len(NETWORKS))):
         variables = networks[name].init(key_net, inputs[name], train=False)
-        states[name] = TrainState.create(
+        state = TrainState.create(
             apply_fn=networks[name].apply,
             params=variables["params"],
             batch_stats=variables.get("batch_stats", {}),
             tx=make_optimizer(config, name),
         ).replace(step=jnp.zeros((), jnp.int32))
+        if config.train.weight_average > 0 and name in AVERAGED:
+            # Copies: a donated state must not hold one buffer twice.
+            state = state.replace(average=jax.tree.map(jnp.copy, weights_of(state)))
+        states[name] = state
     return states
+
+
+def hand_on_averages(states: States) -> States:
+    """The states with each averaged network's weights replaced by its moving average (what stage I hands on)."""
+    return {name: state if state.average is None else state.replace(**state.average) for name, state in states.items()}
 
 
 def member_keys(config: Config, stage: int = 3) -> jax.Array:
@@ -197,6 +220,7 @@ def make_update_step(config: Config, stage: Stage, learner: str) -> Callable[[St
     """The update of one network in one stage: (states, batch, key) -> (learner's new state, metrics)."""
     networks = build_networks(config.model)
     weights = loss_weights(learner, config.loss)
+    decay = config.train.weight_average if learner in stage.averaged else 0.0
 
     def update(states: States, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
         def objective(learner_params):
@@ -208,6 +232,12 @@ def make_update_step(config: Config, stage: Stage, learner: str) -> Callable[[St
 
         (loss, (terms, new_stats)), grads = jax.value_and_grad(objective, has_aux=True)(states[learner].params)
         new_state = states[learner].apply_gradients(grads=grads, batch_stats=new_stats)
+        if decay > 0:
+            # The mean of every weight so far until there are 1 / (1 - decay) of them, then the moving average:
+            # a short stage I hands on its own weights, not its initial ones.
+            step = states[learner].step.astype(jnp.float32)
+            kept = jnp.minimum(decay, step / (step + 1.0))
+            new_state = new_state.replace(average=optax.incremental_update(weights_of(new_state), new_state.average, 1.0 - kept))
         metrics = {f"loss/{learner}": loss, f"grad_norm/{learner}": optax.tree.norm(grads)}
         metrics.update({f"{learner}/{t}": v for t, v in terms.items()})
         return new_state, metrics

@@ -35,7 +35,9 @@ from vaegan_jax.runs import (
     RunPaths, check_free_space, describe_run, open_run_folder, read_saved_config, run_info, write_json,
 )
 from vaegan_jax.sharding import any_process, barrier, describe, fetch, is_main_process, place_members, replicate, training_mesh
-from vaegan_jax.steps import STAGES, EpochRunner, Stage, States, create_members, make_eval_losses, take_member
+from vaegan_jax.steps import (
+    STAGES, EpochRunner, Stage, States, create_members, hand_on_averages, make_eval_losses, take_member,
+)
 from vaegan_jax.writer import RunWriter, main_process_log
 
 
@@ -120,13 +122,14 @@ class Trainer:
         self.reconstructor = Reconstructor(self.config, self.mesh)
 
     def enter_paired_stages(self, store: CheckpointStore) -> None:
-        """Choose what the config leaves to the run (choices.py) on the fit trials, then make the chosen stage-I
-        snapshots members and rebuild what depends on the choice.
+        """Take stage I's networks as it hands them on (their weight averages, if it keeps them), choose what the
+        config leaves to the run (choices.py) on the fit trials, then make the chosen stage-I snapshots members
+        and rebuild what depends on the choice.
 
         The cognitive encoders are made afresh for the chosen voxels (stage II starts them from ridge anyway);
         config.json and choices.json record the choice, so a resumed run and eval.py use it too.
         """
-        snapshots = fetch(self._stage1_snapshots(store))
+        snapshots = [hand_on_averages(states) for states in fetch(self._stage1_snapshots(store))]
         if choices.needs_choice(self.config):
             train = self.config.train
             candidates = [take_member(member_states, k) for member_states in snapshots for k in range(train.ensemble)]
@@ -338,7 +341,11 @@ class Trainer:
             with RunWriter(self.paths.tensorboard, self.progress, self.log) as writer:
                 for stage in STAGES:
                     paired_members = config_lib.member_count(self.config.train, stage.number)
-                    if stage.paired and (choices.needs_choice(self.config) or self.n_members != paired_members):
+                    # Stage II starts from the averages only once: until then its networks are untouched.
+                    averages_pending = (stage.number == 2 and self.config.train.weight_average > 0
+                                        and self.epochs_done <= self.offsets[1])
+                    if stage.paired and (choices.needs_choice(self.config) or self.n_members != paired_members
+                                         or averages_pending):
                         start = time.perf_counter()
                         self.enter_paired_stages(store)
                         timing["choices"] = {"seconds": round(time.perf_counter() - start, 3)}

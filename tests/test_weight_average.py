@@ -1,0 +1,117 @@
+"""Stage I's moving average of the image path's weights (`train.weight_average`): kept by its steps, handed on
+to stage II, and the same after a resume."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from vaegan_jax import config as config_lib
+from vaegan_jax import load_run
+from vaegan_jax.checkpoints import load_checkpoint
+from vaegan_jax.config import Config
+from vaegan_jax.data import Dataset
+from vaegan_jax.errors import ConfigError
+from vaegan_jax.steps import STAGES, create_states, hand_on_averages, make_train_step, weights_of
+from vaegan_jax.training import run_training
+
+AVERAGED = ("generator", "visual_encoder")
+
+
+def leaves(tree: object) -> list[np.ndarray]:
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
+
+
+@pytest.fixture(scope="module")
+def averaging(tiny_config: Config) -> Config:
+    return config_lib.override(tiny_config, ["train.weight_average=0.9", "model.image_size=28"])
+
+
+def one_step(config: Config, stage_number: int, steps_before: int = 0) -> tuple[dict, dict]:
+    states = create_states(config, 12, jax.random.key(0))
+    states = {name: state.replace(step=state.step + steps_before) for name, state in states.items()}
+    batch = {"image": jax.random.uniform(jax.random.key(1), (5, 28, 28, 1), minval=-1.0),
+             "voxels": jax.random.normal(jax.random.key(2), (5, 12))}
+    return states, jax.jit(make_train_step(config, STAGES[stage_number - 1]))(states, batch, jax.random.key(3))[0]
+
+
+@pytest.mark.parametrize("steps_before, kept", [(0, 0.0), (3, 0.75), (20, 0.9)])
+def test_stage_one_steps_move_the_image_paths_averages_towards_its_new_weights(
+    averaging: Config, steps_before: int, kept: float
+) -> None:
+    # The average is the plain mean of the weights so far until it covers 1 / (1 - 0.9) = 10 steps.
+    before, after = one_step(averaging, 1, steps_before)
+    assert {name for name, state in after.items() if state.average is not None} == set(AVERAGED)
+    for name in AVERAGED:
+        expected = jax.tree.map(lambda old, new: kept * old + (1 - kept) * new, before[name].average,
+                                weights_of(after[name]))
+        for got, want in zip(leaves(after[name].average), leaves(expected)):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+        if kept > 0:
+            assert any(not np.array_equal(a, w) for a, w in zip(leaves(after[name].average), leaves(weights_of(after[name]))))
+    handed = hand_on_averages(after)
+    for name in AVERAGED:
+        for got, want in zip(leaves(weights_of(handed[name])), leaves(after[name].average)):
+            np.testing.assert_array_equal(got, want)
+    for name in ("discriminator", "cognitive_encoder"):
+        for got, want in zip(leaves(weights_of(handed[name])), leaves(weights_of(after[name]))):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("stage_number", [2, 3])
+def test_the_paired_stages_leave_the_averages_alone(averaging: Config, stage_number: int) -> None:
+    before, after = one_step(averaging, stage_number)
+    for name in AVERAGED:
+        for got, want in zip(leaves(after[name].average), leaves(before[name].average)):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_without_averaging_no_network_keeps_an_average(tiny_config: Config) -> None:
+    config = config_lib.override(tiny_config, ["model.image_size=28"])
+    assert all(state.average is None for state in one_step(config, 1)[1].values())
+
+
+@pytest.mark.parametrize("decay", ["-0.1", "1.0", "1.5"])
+def test_a_decay_outside_zero_to_one_is_refused(tiny_config: Config, decay: str) -> None:
+    with pytest.raises(ConfigError, match="weight_average"):
+        config_lib.override(tiny_config, [f"train.weight_average={decay}"])
+
+
+@pytest.mark.slow
+def test_stage_two_starts_from_stage_ones_averages_also_after_a_resume(
+    tiny_config: Config, dataset: Dataset, tmp_path: Path
+) -> None:
+    base = config_lib.override(tiny_config, ["train.weight_average=0.5", "train.epochs=2,1,0", "train.snapshot_every=1"])
+    quiet = {"progress": False, "log": lambda message: None}
+    # Two stage-I snapshots as members keep both stage-I checkpoints on disk; one member alone keeps none.
+    snapshots, alone = tmp_path / "snapshots", tmp_path / "alone"
+    run_training(config_lib.override(base, ["train.snapshots=2"]), dataset, snapshots, **quiet)
+    run_training(base, dataset, alone, **quiet)
+    stage_one = {step: load_checkpoint(snapshots / "checkpoints" / str(step)).arrays.states for step in (1, 2)}
+
+    def weights(run: Path, step: int) -> dict[str, list[np.ndarray]]:
+        states = load_run(run / "checkpoints" / str(step)).states
+        return {name: leaves(weights_of(states[name])) for name in AVERAGED}
+
+    after_stage_two = weights(snapshots, 3)
+    for name in AVERAGED:
+        end, earlier = leaves(stage_one[2][name].average), leaves(stage_one[1][name].average)
+        assert any(not np.array_equal(a, w) for a, w in zip(end, leaves(weights_of(stage_one[2][name]))))
+        # Stage II leaves the image path alone: it still holds the averages stage I handed on.
+        for got, first, second in zip(after_stage_two[name], end, earlier):
+            np.testing.assert_array_equal(got, np.concatenate([first, second]))
+        for got, want in zip(weights(alone, 3)[name], end):
+            np.testing.assert_array_equal(got, want)
+        # A stage-I checkpoint decodes with what stage I hands on.
+        for got, want in zip(weights(snapshots, 2)[name], end):
+            np.testing.assert_array_equal(got, want)
+    # As if killed at the end of stage I: the resumed run hands the averages on again.
+    shutil.rmtree(snapshots / "checkpoints" / "3")
+    run_training(config_lib.override(base, ["train.snapshots=2"]), dataset, snapshots, resume=True, **quiet)
+    for name in AVERAGED:
+        for got, want in zip(weights(snapshots, 3)[name], after_stage_two[name]):
+            np.testing.assert_array_equal(got, want)
