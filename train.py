@@ -79,7 +79,8 @@ def main(argv: list[str]) -> int:
         choice = json.loads(paths.choices.read_text())
         chosen, epochs = choice["chosen"], ", ".join(map(str, choice["stage1_epochs"]))
         voxels = chosen["train.selected_voxels"] or "every"
-        print(f"\nchosen       {voxels} voxels, the networks of stage-I epochs {epochs}, decoding temperature "
+        snapshots = f"the networks of stage-I epochs {epochs}, " if chosen["train.snapshots"] > 1 else ""
+        print(f"\nchosen       {voxels} voxels, {snapshots}decoding temperature "
               f"{chosen['inference.temperature']:g} (cross-validated on the fit trials: {paths.choices})")
     print(f"\nbest checkpoint: step {report['checkpoint_step']} (stage {report['stage']}, epoch {report['epoch_in_stage']}), chosen by validation PCC")
     print(f"{'split':6} {'path':6} {'PCC':>7} {'MSE':>7} {'SSIM':>7} {'2-way':>7}")

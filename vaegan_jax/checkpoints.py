@@ -41,8 +41,10 @@ from vaegan_jax.steps import States, create_members
 
 # 3: the metadata records the training data's origin as fields (data.origin: file, synthetic_seed). Format 2,
 # the same arrays without those fields, is still read: its origin is the file its source names, if any.
-FORMAT_VERSION = 3
-READABLE_FORMATS = (2, 3)
+# 4: the train states of networks whose weights stage I averages (train.weight_average) hold the averages;
+# formats 2 and 3 predate averaging, so their arrays are those of a run without it.
+FORMAT_VERSION = 4
+READABLE_FORMATS = (2, 3, 4)
 NO_SCORE = -1.0
 PRUNED = "pruned"
 

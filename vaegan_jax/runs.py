@@ -171,7 +171,9 @@ def describe_run(config: Config, dataset: Dataset, data: PreparedData, layout: s
         f"encoder reads {reads}",
         f"prior    stage I's image-only images: {data.extra_source if extra else 'none'}",
         f"model    preset {config.preset}: {config.model.image_size}x{config.model.image_size} images, "
-        f"latent {config.model.latent_dim}, batch {config.train.batch_size}, epochs I/II/III {config.train.epochs}",
+        f"latent {config.model.latent_dim}, batch {config.train.batch_size}, epochs I/II/III {config.train.epochs}"
+        + (f", stage I hands on its image path's weights averaged over its steps (decay {config.train.weight_average:g})"
+           if config.train.weight_average > 0 else ""),
         f"members  {config.train.ensemble} (seeds {config.train.seed}..{config.train.seed + config.train.ensemble - 1})"
         f"{_snapshot_members(config)} {layout}: {', '.join(str(d) for d in jax.devices())}",
         f"run      {paths.root}",
