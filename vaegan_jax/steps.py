@@ -237,7 +237,8 @@ def make_update_step(config: Config, stage: Stage, learner: str) -> Callable[[St
             # a short stage I hands on its own weights, not its initial ones.
             step = states[learner].step.astype(jnp.float32)
             kept = jnp.minimum(decay, step / (step + 1.0))
-            new_state = new_state.replace(average=optax.incremental_update(weights_of(new_state), new_state.average, 1.0 - kept))
+            average = optax.incremental_update(weights_of(new_state), new_state.average, 1.0 - kept)
+            new_state = new_state.replace(average=average)
         metrics = {f"loss/{learner}": loss, f"grad_norm/{learner}": optax.tree.norm(grads)}
         metrics.update({f"{learner}/{t}": v for t, v in terms.items()})
         return new_state, metrics
