@@ -130,7 +130,8 @@ class Trainer:
         config.json and choices.json record the choice, so a resumed run and eval.py use it too.
         """
         snapshots = [hand_on_averages(states) for states in fetch(self._stage1_snapshots(store))]
-        if choices.needs_choice(self.config):
+        chose = choices.needs_choice(self.config)
+        if chose:
             train = self.config.train
             candidates = [take_member(member_states, k) for member_states in snapshots for k in range(train.ensemble)]
             most = dataclasses.replace(self.config, train=dataclasses.replace(train, snapshots=len(snapshots)))
@@ -144,7 +145,9 @@ class Trainer:
                 write_json(self.paths.choices, choice.to_json())
             self.log(choice.describe())
         kept = jax.tree.map(lambda *parts: np.concatenate(parts), *snapshots[: self.config.train.snapshots])
-        self._hold_members(2)
+        # Other voxels or more members: fresh cognitive encoders, mesh and programs for them.
+        if chose or self.n_members != config_lib.member_count(self.config.train, 2):
+            self._hold_members(2)
         self.states = {**place_members(kept, self.mesh), "cognitive_encoder": self.states["cognitive_encoder"]}
 
     def _stage1_snapshots(self, store: CheckpointStore) -> list[States]:
@@ -340,15 +343,13 @@ class Trainer:
         try:
             with RunWriter(self.paths.tensorboard, self.progress, self.log) as writer:
                 for stage in STAGES:
-                    paired_members = config_lib.member_count(self.config.train, stage.number)
-                    # Stage II starts from the averages only once: until then its networks are untouched.
-                    averages_pending = (stage.number == 2 and self.config.train.weight_average > 0
-                                        and self.epochs_done <= self.offsets[1])
-                    if stage.paired and (choices.needs_choice(self.config) or self.n_members != paired_members
-                                         or averages_pending):
-                        start = time.perf_counter()
+                    # Stage I hands its networks on once, before the first paired epoch (also after a resume
+                    # from stage I's end or a rollback within it).
+                    if stage.number == 2 and self.epochs_done <= self.offsets[1]:
+                        start, choosing = time.perf_counter(), choices.needs_choice(self.config)
                         self.enter_paired_stages(store)
-                        timing["choices"] = {"seconds": round(time.perf_counter() - start, 3)}
+                        if choosing:
+                            timing["choices"] = {"seconds": round(time.perf_counter() - start, 3)}
                     stage_end = self.offsets[stage.number - 1] + self.config.train.epochs[stage.number - 1]
                     if self.epochs_done < stage_end:
                         self.epochs_done = max(self.epochs_done, self.offsets[stage.number - 1])
