@@ -57,8 +57,7 @@ class Choice:
         best = max(self.candidates, key=lambda row: row["pcc"])
         voxels = "every voxel" if self.selected_voxels == 0 else f"{self.selected_voxels} voxels"
         epochs = ", ".join(map(str, self.snapshot_epochs))
-        snapshots = (f"the networks of stage-I epoch{'s' if self.snapshots > 1 else ''} {epochs}, "
-                     if len({row["snapshots"] for row in self.candidates}) > 1 else "")
+        snapshots = f"the networks of stage-I epochs {epochs}, " if self.snapshots > 1 else ""
         return (
             f"chose {voxels}, {snapshots}decoding temperature {self.temperature:g} by {self.folds}-fold "
             f"cross-validation on the fit trials (PCC {best['pcc']:.4f} of {len(self.candidates)} candidates)"
