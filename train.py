@@ -45,6 +45,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     cli.use_compilation_cache()
     cli.join_processes(args)
+    from vaegan_jax import choices
     from vaegan_jax import config as config_lib
     from vaegan_jax.data import load_dataset, load_synthetic
     from vaegan_jax.data.origin import DataOrigin
@@ -76,12 +77,8 @@ def main(argv: list[str]) -> int:
     if not cli.is_main_process():
         return 0
     if paths.choices.exists():
-        choice = json.loads(paths.choices.read_text())
-        chosen, epochs = choice["chosen"], ", ".join(map(str, choice["stage1_epochs"]))
-        voxels = chosen["train.selected_voxels"] or "every"
-        snapshots = f"the networks of stage-I epochs {epochs}, " if chosen["train.snapshots"] > 1 else ""
-        print(f"\nchosen       {voxels} voxels, {snapshots}decoding temperature "
-              f"{chosen['inference.temperature']:g} (cross-validated on the fit trials: {paths.choices})")
+        print(f"\nchosen       {choices.summarize(json.loads(paths.choices.read_text()))} "
+              f"(cross-validated on the fit trials: {paths.choices})")
     print(f"\nbest checkpoint: step {report['checkpoint_step']} (stage {report['stage']}, epoch {report['epoch_in_stage']}), chosen by validation PCC")
     print(f"{'split':6} {'path':6} {'PCC':>7} {'MSE':>7} {'SSIM':>7} {'2-way':>7}")
     for split in ("val", "test"):

@@ -27,9 +27,9 @@ def test_members_of_each_stage_and_their_origins(tiny_config: Config) -> None:
                                                "train.snapshot_every=2", "train.seed=5"])
     train = config.train
     assert snapshot_epochs(train) == (9, 7, 5)
-    assert (member_count(train, 1), member_count(train, 2), member_count(train, 3)) == (2, 6, 6)
-    assert member_origins(train, 1) == [{"seed": 5}, {"seed": 6}]
-    assert member_origins(train, 3) == [{"seed": s, "stage1_epoch": e} for e in (9, 7, 5) for s in (5, 6)]
+    assert (member_count(config, 1), member_count(config, 2), member_count(config, 3)) == (2, 6, 6)
+    assert member_origins(config, 1) == [{"seed": 5}, {"seed": 6}]
+    assert member_origins(config, 3) == [{"seed": s, "stage1_epoch": e} for e in (9, 7, 5) for s in (5, 6)]
     # Stage I's members keep their keys when the snapshots join them.
     first = jax.random.key_data(member_keys(config, 1))
     np.testing.assert_array_equal(jax.random.key_data(member_keys(config, 3))[:2], first)

@@ -353,7 +353,7 @@ def load_checkpoint(path: str | os.PathLike, step: int | None = None) -> Checkpo
             raise CheckpointError(f"{directory}: no complete checkpoint {step}; available: {', '.join(map(str, steps))}")
         where = directory / str(step)
         meta = CheckpointMeta.from_json(store.read_meta(step), where)
-        mesh = training_mesh(member_count(meta.config.train, meta.stage), meta.config.train.batch_size)
+        mesh = training_mesh(member_count(meta.config, meta.stage), meta.config.train.batch_size)
         tree, _ = store.restore(step, abstract_tree(meta.config, meta.data.n_voxels, mesh, meta.stage))
     finally:
         store.close()

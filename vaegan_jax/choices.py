@@ -1,5 +1,5 @@
-"""Settings a run chooses for itself on its own fit trials: the voxel count, the stage-I snapshots that
-become members and the decoding temperature.
+"""Settings a run chooses for itself on its own fit trials: stage I's KL weight, the voxel count, the stage-I
+snapshots that become members and the decoding temperature.
 
 Which voxels carry the stimulus, how far to trust the fMRI posterior, and whether averaging the networks of
 several stage-I epochs pays, differ between data sets; a default tuned on one is a guess on the next. After
@@ -9,6 +9,11 @@ selects voxels and fits the ridge-initialised cognitive encoder onto each snapsh
 then decodes the held-out fold with that snapshot's generator at every candidate temperature; a candidate
 with S snapshots averages the decodes of the latest S. Scores pool the out-of-fold reconstructions of all
 fit trials; the candidate with the highest pooled PCC wins (the measure that also picks the best checkpoint).
+
+The KL weight shapes the latent space the voxels must predict, so it is chosen by the same measure: stage I
+trains one variant per candidate weight side by side, and the variant whose best candidate above scores
+highest goes on to stages II and III with that candidate's voxels and temperature. Only at stage I's end:
+after 8 of its 20 epochs the variants' order was the reverse of their order at the end (docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -64,10 +69,24 @@ class Choice:
         )
 
 
+def summarize(record: dict[str, Any]) -> str:
+    """What a run chose, in words, from its choices.json."""
+    parts = []
+    if "stage1_prior" in record:
+        parts.append(f"stage I's variant of KL weight {record['stage1_prior']['chosen']['loss.kl_weight']:g}")
+    if "chosen" in record:
+        chosen = record["chosen"]
+        parts.append(f"{chosen['train.selected_voxels'] or 'every'} voxels")
+        if chosen["train.snapshots"] > 1:
+            parts.append(f"the networks of stage-I epochs {', '.join(map(str, record['stage1_epochs']))}")
+        parts.append(f"decoding temperature {chosen['inference.temperature']:g}")
+    return ", ".join(parts)
+
+
 def needs_choice(config: Config) -> bool:
-    """Whether the config leaves the voxel count, the snapshots or the temperature to the run (value -1)."""
+    """Whether the config leaves the voxel count, the snapshots, the temperature or the KL weight to the run (-1)."""
     train = config.train
-    return AUTO in (train.selected_voxels, train.snapshots) or config.inference.temperature == AUTO
+    return AUTO in (train.selected_voxels, train.snapshots, config.inference.temperature, config.loss.kl_weight)
 
 
 Posteriors = dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]
@@ -177,6 +196,17 @@ def choose(
     return Choice(best["selected_voxels"], best["snapshots"], epochs, best["temperature"], folds, rows)
 
 
+def unmade(config: Config, before: Config) -> Config:
+    """`config` with every setting a run chooses as it stands in `before`, the config of a checkpoint saved
+    before the choice (so that the choice is made again, alike)."""
+    return dataclasses.replace(
+        config,
+        loss=dataclasses.replace(config.loss, kl_weight=before.loss.kl_weight),
+        train=dataclasses.replace(config.train, selected_voxels=before.train.selected_voxels, snapshots=before.train.snapshots),
+        inference=dataclasses.replace(config.inference, temperature=before.inference.temperature),
+    )
+
+
 def apply(config: Config, choice: Choice) -> Config:
     """The config with the chosen settings written in."""
     return dataclasses.replace(
@@ -184,3 +214,54 @@ def apply(config: Config, choice: Choice) -> Config:
         train=dataclasses.replace(config.train, selected_voxels=choice.selected_voxels, snapshots=choice.snapshots),
         inference=dataclasses.replace(config.inference, temperature=choice.temperature),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorChoice:
+    """The KL weight whose stage-I variant goes on, each candidate weight's best cross-validated row, and the
+    kept variant's own choice of voxels and temperature."""
+
+    kl_weight: float
+    candidates: list[dict[str, Any]]
+    choice: Choice
+
+    @property
+    def variant(self) -> int:
+        """The kept variant's place among the candidates (its block of members on the member axis)."""
+        return [row["kl_weight"] for row in self.candidates].index(self.kl_weight)
+
+    def to_json(self) -> dict[str, Any]:
+        """The choice and its evidence, as choices.json's `stage1_prior` holds them."""
+        return {"chosen": {"loss.kl_weight": self.kl_weight}, "criterion": "pcc", "folds": self.choice.folds,
+                "trials": "fit", "candidates": self.candidates}
+
+    def describe(self) -> str:
+        """One line for the run's log."""
+        scores = ", ".join(f"{row['kl_weight']:g}: {row['pcc']:.4f}" for row in self.candidates)
+        return (f"chose stage I's variant of KL weight {self.kl_weight:g} by {self.choice.folds}-fold cross-validation "
+                f"on the fit trials (each variant's best PCC: {scores})")
+
+
+def choose_prior(
+    config: Config, members: list[States], keys: list[jax.Array], voxels: np.ndarray, images: np.ndarray
+) -> PriorChoice:
+    """The stage-I variant (KL weight) whose best candidate of `choose` scores highest, with that choice.
+
+    `members` are stage I's, in `config.member_origins` order (every seed at the first weight, then at the
+    next), with the weights they hand on (their averages, if stage I keeps them).
+    """
+    ensemble = config.train.ensemble
+    choices_by_weight = {}
+    for v, weight in enumerate(config.loss.kl_candidates):
+        variant = dataclasses.replace(config, loss=dataclasses.replace(config.loss, kl_weight=weight))
+        block = slice(v * ensemble, (v + 1) * ensemble)
+        choices_by_weight[weight] = choose(variant, members[block], keys[block], voxels, images)
+    rows = [{"kl_weight": weight, **max(choice.candidates, key=lambda row: row["pcc"])}
+            for weight, choice in choices_by_weight.items()]
+    best = max(rows, key=lambda row: row["pcc"])["kl_weight"]
+    return PriorChoice(best, rows, choices_by_weight[best])
+
+
+def apply_prior(config: Config, prior: PriorChoice) -> Config:
+    """The config with the chosen KL weight and the kept variant's choices written in."""
+    return apply(dataclasses.replace(config, loss=dataclasses.replace(config.loss, kl_weight=prior.kl_weight)), prior.choice)

@@ -36,9 +36,13 @@ class LossConfig:
 
     pixel_weight > 0 adds a pixel-space Gaussian NLL beside the feature-space one to the encoders' loss,
     and gamma * pixel_weight of it to the generator's (Larsen's VAE/GAN uses feature space alone; 0 keeps it so).
+    kl_weight -1: stage I trains one variant per weight of `kl_candidates` side by side, and the run keeps
+    the variant whose fMRI path's linear start cross-validates best on its fit trials (choices.py), with its
+    voxel count and temperature.
     """
 
     kl_weight: float = 1.0 / 128
+    kl_candidates: tuple[float, ...] = ()
     llike_weight: float = 1.0 / 1024
     gamma: float = 1e-6
     real_label: float = 0.75
@@ -105,9 +109,19 @@ class TrainConfig:
     weight_average: float = 0.0
 
 
-def member_count(train: TrainConfig, stage: int) -> int:
-    """How many networks of each kind a run holds in `stage`: its seeds in stage I, each seed's snapshots after it."""
-    return train.ensemble * (max(train.snapshots, 1) if stage > 1 else 1)
+def prior_variants(config: Config, stage: int) -> tuple[float, ...]:
+    """The KL weights that stage I's variants train with side by side while the run has yet to choose one
+    (`loss.kl_weight` -1), each seed once per weight; () otherwise."""
+    return config.loss.kl_candidates if stage == 1 and config.loss.kl_weight == -1 else ()
+
+
+def member_count(config: Config, stage: int) -> int:
+    """How many networks of each kind a run holds in `stage`: its seeds in stage I (each once per KL weight while
+    it chooses among them), each seed's snapshots after it."""
+    train = config.train
+    if stage == 1:
+        return train.ensemble * max(len(prior_variants(config, 1)), 1)
+    return train.ensemble * max(train.snapshots, 1)
 
 
 def most_snapshots(train: TrainConfig) -> int:
@@ -123,17 +137,23 @@ def snapshot_epochs(train: TrainConfig) -> tuple[int, ...]:
     return tuple(train.epochs[0] - k * train.snapshot_every for k in range(most_snapshots(train)))
 
 
-def member_origins(train: TrainConfig, stage: int) -> list[dict[str, int]]:
-    """Each member's seed and, when snapshots joined, the stage-I epoch it grew from: every seed at the end of
-    stage I first, then every seed at each earlier snapshot (the order of the member axis)."""
-    if member_count(train, stage) == train.ensemble:
-        return [{"seed": train.seed + k} for k in range(train.ensemble)]
-    return [{"seed": train.seed + k, "stage1_epoch": epoch} for epoch in snapshot_epochs(train) for k in range(train.ensemble)]
+def member_origins(config: Config, stage: int) -> list[dict[str, float]]:
+    """Each member's seed and, when snapshots joined, the stage-I epoch it grew from (every seed at the end of
+    stage I first, then every seed at each earlier snapshot), or, while stage I's variants train, its KL
+    weight (every seed at the first weight first): the order of the member axis."""
+    train = config.train
+    seeds = [train.seed + k for k in range(train.ensemble)]
+    if prior_variants(config, stage):
+        return [{"seed": seed, "kl_weight": weight} for weight in prior_variants(config, stage) for seed in seeds]
+    if member_count(config, stage) == train.ensemble:
+        return [{"seed": seed} for seed in seeds]
+    return [{"seed": seed, "stage1_epoch": epoch} for epoch in snapshot_epochs(train) for seed in seeds]
 
 
-def describe_member(origin: dict[str, int]) -> str:
-    """A member's origin (`member_origins`) in words: "seed 2" or "seed 2, stage-I epoch 18"."""
-    return f"seed {origin['seed']}" + (f", stage-I epoch {origin['stage1_epoch']}" if "stage1_epoch" in origin else "")
+def describe_member(origin: dict[str, float]) -> str:
+    """A member's origin (`member_origins`) in words: "seed 2", "seed 2, stage-I epoch 18" or "seed 2, KL weight 4"."""
+    return f"seed {origin['seed']}" + (f", stage-I epoch {origin['stage1_epoch']}" if "stage1_epoch" in origin else "") + (
+        f", KL weight {origin['kl_weight']:g}" if "kl_weight" in origin else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +202,8 @@ PRESETS: dict[str, Config] = {
         train=TrainConfig(epochs=(100, 100, 10), batch_size=5),
     ),
     # Native 28x28, narrower: a whole three-stage run on a 69-sized data set in minutes on 2 CPU cores.
-    # A stronger KL (a smoother latent space that voxels predict better), a pixel-space term beside the
+    # A strong KL (a smoother latent space that voxels predict better; `--set loss.kl_weight=-1` has a run
+    # choose it among kl_candidates, at the cost of a stage I per candidate), a pixel-space term beside the
     # feature-space one and 20 stage-I epochs (a prior the voxels predict better: docs/experiments.md), the
     # image path's weights averaged over stage I's last few hundred steps (better than its last weights or an
     # ensemble of its last epochs, at one member's cost), and a linear cognitive encoder started from the
@@ -195,7 +216,7 @@ PRESETS: dict[str, Config] = {
             generator_base=64, generator_features=(64, 32), discriminator_features=(32, 64, 64),
             discriminator_strides=(2, 2, 1), discriminator_dense=128, negative_slope=0.2,
         ),
-        loss=LossConfig(kl_weight=8.0, llike_weight=1.0, gamma=1e-2, pixel_weight=1.0),
+        loss=LossConfig(kl_weight=8.0, kl_candidates=(2.0, 4.0, 8.0), llike_weight=1.0, gamma=1e-2, pixel_weight=1.0),
         optim=OptimConfig(lr_discriminator=1e-4, lr_cognitive_encoder=3e-5),
         train=TrainConfig(epochs=(20, 10, 10), batch_size=16, cognitive_init="ridge", selected_voxels=-1,
                            weight_average=0.997),
@@ -288,9 +309,25 @@ def validate(config: Config) -> None:
     if train.snapshots > 1 and min(snapshot_epochs(train)) < 1:
         raise ConfigError(f"{train.snapshots} stage-I snapshots {train.snapshot_every} epochs apart need more "
                           f"than {train.epochs[0]} stage-I epochs")
-    auto = train.selected_voxels == -1 or config.inference.temperature == -1 or train.snapshots == -1
+    loss = config.loss
+    if loss.kl_weight < 0 and loss.kl_weight != -1:
+        raise ConfigError(f"loss.kl_weight must be non-negative (-1 lets the run choose), got {loss.kl_weight}")
+    if any(w < 0 for w in loss.kl_candidates) or len(set(loss.kl_candidates)) < len(loss.kl_candidates):
+        raise ConfigError(f"loss.kl_candidates must be distinct non-negative weights, got {loss.kl_candidates}")
+    if loss.kl_weight == -1:
+        if not loss.kl_candidates:
+            raise ConfigError("choosing loss.kl_weight (-1) needs loss.kl_candidates")
+        if train.epochs[0] == 0:
+            raise ConfigError("choosing loss.kl_weight (-1) needs stage-I epochs; without them set it, e.g. "
+                              "--set loss.kl_weight=8")
+        if train.snapshots != 1:
+            raise ConfigError("choosing loss.kl_weight (-1) and stage-I snapshots as members (train.snapshots) "
+                              "do not combine; fix one of them")
+    auto = (train.selected_voxels == -1 or config.inference.temperature == -1 or train.snapshots == -1
+            or loss.kl_weight == -1)
     if auto and train.cognitive_init != "ridge":
-        raise ConfigError("choosing selected_voxels, snapshots or the temperature (-1) needs train.cognitive_init=ridge")
+        raise ConfigError("choosing selected_voxels, snapshots, the temperature or the KL weight (-1) needs "
+                          "train.cognitive_init=ridge")
     if auto and (not train.voxel_candidates or not config.inference.temperature_candidates or train.choice_folds < 2):
         raise ConfigError("choosing needs voxel and temperature candidates and at least 2 folds")
     if train.batch_size < 1:

@@ -101,7 +101,8 @@ def split_trials(data: PreparedData, split: str) -> Trials:
 
 def member_name(origin: dict[str, int]) -> str:
     """The method name of one ensemble member in a report, from its origin (`config.member_origins`)."""
-    return f"{MODEL}-seed{origin['seed']}" + (f"-epoch{origin['stage1_epoch']}" if "stage1_epoch" in origin else "")
+    return f"{MODEL}-seed{origin['seed']}" + (f"-epoch{origin['stage1_epoch']}" if "stage1_epoch" in origin else "") + (
+        f"-kl{origin['kl_weight']:g}" if "kl_weight" in origin else "")
 
 
 def _fitted_scalars(decoder: Decoder) -> dict[str, float]:

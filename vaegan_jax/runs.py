@@ -19,7 +19,7 @@ import jax
 import vaegan_jax
 from vaegan_jax import config as config_lib
 from vaegan_jax import choices
-from vaegan_jax.config import Config, snapshot_epochs
+from vaegan_jax.config import Config, prior_variants, snapshot_epochs
 from vaegan_jax.data.dataset import Dataset
 from vaegan_jax.data.prepare import PreparedData
 from vaegan_jax.errors import CheckpointError, ConfigError
@@ -173,9 +173,12 @@ def describe_run(config: Config, dataset: Dataset, data: PreparedData, layout: s
         f"model    preset {config.preset}: {config.model.image_size}x{config.model.image_size} images, "
         f"latent {config.model.latent_dim}, batch {config.train.batch_size}, epochs I/II/III {config.train.epochs}"
         + (f", stage I hands on its image path's weights averaged over its steps (decay {config.train.weight_average:g})"
-           if config.train.weight_average > 0 else ""),
+           if config.train.weight_average > 0 else "")
+        + (f", stage I trains a variant for each KL weight {', '.join(f'{w:g}' for w in prior_variants(config, 1))} "
+           "side by side, of which cross-validation on the fit trials keeps one" if prior_variants(config, 1) else ""),
         f"members  {config.train.ensemble} (seeds {config.train.seed}..{config.train.seed + config.train.ensemble - 1})"
-        f"{_snapshot_members(config)} {layout}: {', '.join(str(d) for d in jax.devices())}",
+        + (f" x {len(prior_variants(config, 1))} KL variants in stage I" if prior_variants(config, 1) else "")
+        + f"{_snapshot_members(config)} {layout}: {', '.join(str(d) for d in jax.devices())}",
         f"run      {paths.root}",
     ])
 

@@ -17,13 +17,15 @@ from flax import linen as nn
 from flax.training import train_state
 
 from vaegan_jax import losses
-from vaegan_jax.config import Config, LossConfig, member_count
+from vaegan_jax.config import Config, LossConfig, member_count, prior_variants
 from vaegan_jax.models import NETWORKS, build_networks, example_inputs
 from vaegan_jax.sharding import MEMBERS, place_members, replicate, split_batch, training_mesh
 
 Batch = dict[str, jax.Array]
 States = dict[str, "TrainState"]
 Metrics = dict[str, jax.Array]
+# The loss settings (LossConfig fields) that differ between members, one value per member: stage I's variants.
+MemberLoss = dict[str, jax.Array]
 
 
 class TrainState(train_state.TrainState):
@@ -134,8 +136,26 @@ def hand_on_averages(states: States) -> States:
 
 def member_keys(config: Config, stage: int = 3) -> jax.Array:
     """The base RNG key of each member in `stage` (default: the run's final members): member k is seeded
-    `train.seed + k`, so stage I's members keep their keys when its snapshots join them."""
-    return jax.vmap(jax.random.key)(config.train.seed + jnp.arange(member_count(config.train, stage)))
+    `train.seed + k`, so stage I's members keep their keys when its snapshots join them; stage I's variants
+    share their seed's key, so the variant a run keeps trains as a run with its KL weight fixed would."""
+    offsets = jnp.arange(member_count(config, stage))
+    if prior_variants(config, stage):
+        offsets = offsets % config.train.ensemble
+    return jax.vmap(jax.random.key)(config.train.seed + offsets)
+
+
+def member_loss(config: Config, stage: int) -> MemberLoss:
+    """Each member's value of the loss settings that differ between members (`MemberLoss`), in member order."""
+    weights = prior_variants(config, stage)
+    if not weights:
+        return {}
+    return {"kl_weight": jnp.repeat(jnp.asarray(weights, jnp.float32), config.train.ensemble)}
+
+
+def _weighted_sum(learner: str, config: LossConfig, terms: dict[str, jax.Array], varying: MemberLoss | None) -> jax.Array:
+    """A learner's loss: its terms weighted by the config, with this member's own values of `varying` fields."""
+    weights = loss_weights(learner, dataclasses.replace(config, **(varying or {})))
+    return sum(weights[t] * terms[t] for t, w in loss_weights(learner, config).items() if w != 0)
 
 
 def create_members(config: Config, n_voxels: int, keys: jax.Array) -> States:
@@ -216,19 +236,22 @@ def loss_terms(
     return terms, stats
 
 
-def make_update_step(config: Config, stage: Stage, learner: str) -> Callable[[States, Batch, jax.Array], tuple[TrainState, Metrics]]:
-    """The update of one network in one stage: (states, batch, key) -> (learner's new state, metrics)."""
+def make_update_step(
+    config: Config, stage: Stage, learner: str
+) -> Callable[[States, Batch, jax.Array, MemberLoss], tuple[TrainState, Metrics]]:
+    """The update of one network in one stage: (states, batch, key, member's loss settings) -> (learner's new
+    state, metrics)."""
     networks = build_networks(config.model)
-    weights = loss_weights(learner, config.loss)
+    reported = loss_weights(learner, config.loss)
     decay = config.train.weight_average if learner in stage.averaged else 0.0
 
-    def update(states: States, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
+    def update(states: States, batch: Batch, key: jax.Array, varying: MemberLoss | None = None) -> tuple[TrainState, Metrics]:
         def objective(learner_params):
             params = {name: states[name].params for name in NETWORKS}
             params[learner] = learner_params
             terms, stats = loss_terms(networks, params, states, stage, batch, key, config.loss, stage.learners)
-            loss = sum(w * terms[t] for t, w in weights.items() if w != 0)
-            return loss, ({t: terms[t] for t in weights}, stats[learner])
+            loss = _weighted_sum(learner, config.loss, terms, varying)
+            return loss, ({t: terms[t] for t in reported}, stats[learner])
 
         (loss, (terms, new_stats)), grads = jax.value_and_grad(objective, has_aux=True)(states[learner].params)
         new_state = states[learner].apply_gradients(grads=grads, batch_stats=new_stats)
@@ -246,14 +269,14 @@ def make_update_step(config: Config, stage: Stage, learner: str) -> Callable[[St
     return update
 
 
-def make_train_step(config: Config, stage: Stage) -> Callable[[States, Batch, jax.Array], tuple[States, Metrics]]:
+def make_train_step(config: Config, stage: Stage) -> Callable[[States, Batch, jax.Array, MemberLoss], tuple[States, Metrics]]:
     """One iteration of a stage: each learner's update in the stage's order, each seeing the last's result."""
     updates = {learner: make_update_step(config, stage, learner) for learner in stage.learners}
 
-    def train_step(states: States, batch: Batch, key: jax.Array) -> tuple[States, Metrics]:
+    def train_step(states: States, batch: Batch, key: jax.Array, varying: MemberLoss | None = None) -> tuple[States, Metrics]:
         metrics = {}
         for learner in stage.learners:
-            new_state, learner_metrics = updates[learner](states, batch, key)
+            new_state, learner_metrics = updates[learner](states, batch, key, varying)
             states = {**states, learner: new_state}
             metrics.update(learner_metrics)
         return states, metrics
@@ -293,13 +316,16 @@ class EpochRunner:
         self.chunk = self.n_batches if chunk == 0 else min(chunk, self.n_batches)
         unroll = chunk != 0
         train_step = make_train_step(config, stage)
-        n_members = member_count(config.train, stage.number)
+        n_members = member_count(config, stage.number)
         self.mesh = training_mesh(n_members, self.batch_size) if mesh is None else mesh
+        self.member_loss = member_loss(config, stage.number)
 
-        def run_chunk(states: States, data: Batch, order: jax.Array, keys: jax.Array) -> tuple[States, Metrics]:
+        def run_chunk(
+            states: States, data: Batch, order: jax.Array, keys: jax.Array, varying: MemberLoss
+        ) -> tuple[States, Metrics]:
             def body(carry: States, xs):
                 indices, step_key = xs
-                return train_step(carry, split_batch(jax.tree.map(lambda a: a[indices], data)), step_key)
+                return train_step(carry, split_batch(jax.tree.map(lambda a: a[indices], data)), step_key, varying)
 
             return jax.lax.scan(body, states, (order, keys), unroll=unroll)
 
@@ -318,16 +344,18 @@ class EpochRunner:
             order = order[: self.n_batches * self.batch_size].reshape(self.n_batches, self.batch_size)
             return order, jax.random.split(jax.random.fold_in(key, 1), self.n_batches)
 
-        def run_one_member(states: States, data: Batch, order: jax.Array, keys: jax.Array) -> tuple[States, Metrics]:
-            new_states, metrics = run_chunk(take_member(states, 0), data, order[0], keys[0])
+        def run_one_member(
+            states: States, data: Batch, order: jax.Array, keys: jax.Array, varying: MemberLoss
+        ) -> tuple[States, Metrics]:
+            new_states, metrics = run_chunk(take_member(states, 0), data, order[0], keys[0], take_member(varying, 0))
             return jax.tree.map(lambda a: a[None], (new_states, metrics))
 
         members, shared = jax.sharding.PartitionSpec(MEMBERS), jax.sharding.PartitionSpec()
         # Only the member axis is manual: the batch axis stays with XLA, which then computes BatchNorm
         # statistics and gradients over the whole batch, as one device would.
         run_members = jax.shard_map(
-            jax.vmap(run_chunk, in_axes=(0, None, 0, 0)), mesh=self.mesh,
-            in_specs=(members, shared, members, members), out_specs=members, axis_names={MEMBERS},
+            jax.vmap(run_chunk, in_axes=(0, None, 0, 0, 0)), mesh=self.mesh,
+            in_specs=(members, shared, members, members, members), out_specs=members, axis_names={MEMBERS},
         )
         # A lone model skips the member machinery: for the `seed` preset on the CPU a vmapped chunk of one
         # member ran at 1368 ms per step, the same steps unvmapped at 1144 (measured by benchmarks/bench.py).
@@ -341,13 +369,13 @@ class EpochRunner:
         """Train one epoch, member k drawing from `keys[k]`; the states passed in are donated (do not reuse them)."""
         # Placing every input where the program expects it (a no-op for the trainer's own states) lets states
         # from anywhere, a restore included, run the program compiled in the first epoch.
-        states, (order, step_keys) = place_members((states, self.plan(keys)), self.mesh)
+        states, (order, step_keys), varying = place_members((states, self.plan(keys), self.member_loss), self.mesh)
         data = replicate(data, self.mesh)
         chunks = []
         with jax.set_mesh(self.mesh):
             for start in range(0, self.n_batches, self.chunk):
                 stop = min(start + self.chunk, self.n_batches)
-                states, metrics = self.run_chunk(states, data, order[:, start:stop], step_keys[:, start:stop])
+                states, metrics = self.run_chunk(states, data, order[:, start:stop], step_keys[:, start:stop], varying)
                 chunks.append(metrics)
         metrics = jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=1), *chunks)
         return states, {**metrics, **self.summary(states)}
@@ -357,17 +385,14 @@ class EpochRunner:
         return self.run_chunk._cache_size()
 
 
-def make_eval_losses(config: Config, stage: Stage) -> Callable[[States, Batch, jax.Array], Metrics]:
+def make_eval_losses(config: Config, stage: Stage) -> Callable[[States, Batch, jax.Array, MemberLoss], Metrics]:
     """Each learner's loss on a batch with every network in inference mode (for validation curves)."""
     networks = build_networks(config.model)
 
-    def eval_losses(states: States, batch: Batch, key: jax.Array) -> Metrics:
+    def eval_losses(states: States, batch: Batch, key: jax.Array, varying: MemberLoss | None = None) -> Metrics:
         params = {name: states[name].params for name in NETWORKS}
         terms, _ = loss_terms(networks, params, states, stage, batch, key, config.loss, ())
-        return {
-            f"loss/{learner}": sum(w * terms[t] for t, w in loss_weights(learner, config.loss).items() if w != 0)
-            for learner in stage.learners
-        }
+        return {f"loss/{learner}": _weighted_sum(learner, config.loss, terms, varying) for learner in stage.learners}
 
     return eval_losses
 

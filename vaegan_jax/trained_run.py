@@ -55,9 +55,9 @@ class TrainedRun:
         return self.checkpoint.arrays.states
 
     @property
-    def member_origins(self) -> list[dict[str, int]]:
-        """Each member's seed and, for a snapshot ensemble, the stage-I epoch it grew from."""
-        return member_origins(self.config.train, self.meta.stage)
+    def member_origins(self) -> list[dict[str, float]]:
+        """Each member's seed and, for a snapshot ensemble, the stage-I epoch it grew from (or its KL weight)."""
+        return member_origins(self.meta.config, self.meta.stage)
 
     @property
     def n_voxels(self) -> int:

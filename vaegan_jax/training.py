@@ -95,7 +95,7 @@ class Trainer:
     def _hold_members(self, stage: int) -> None:
         """Mesh, keys and freshly initialised states for the members of `stage`, and the programs for them."""
         train = self.config.train
-        self.mesh = training_mesh(config_lib.member_count(train, stage), train.batch_size)
+        self.mesh = training_mesh(config_lib.member_count(self.config, stage), train.batch_size)
         self.keys = place_members(rng.member_keys(self.config, stage), self.mesh)
         self.states = place_members(create_members(self.config, len(self.data.voxel_selection), self.keys), self.mesh)
         self._build_programs()
@@ -117,14 +117,14 @@ class Trainer:
             for s in STAGES
         }
         self.eval_loss_fns = {
-            s.number: jax.jit(jax.vmap(make_eval_losses(self.config, s), in_axes=(0, None, 0))) for s in STAGES
+            s.number: jax.jit(jax.vmap(make_eval_losses(self.config, s), in_axes=(0, None, 0, 0))) for s in STAGES
         }
         self.reconstructor = Reconstructor(self.config, self.mesh)
 
     def enter_paired_stages(self, store: CheckpointStore) -> None:
         """Take stage I's networks as it hands them on (their weight averages, if it keeps them), choose what the
-        config leaves to the run (choices.py) on the fit trials, then make the chosen stage-I snapshots members
-        and rebuild what depends on the choice.
+        config leaves to the run (choices.py) on the fit trials, then make the chosen stage-I variant's networks,
+        or the chosen snapshots, the members and rebuild what depends on the choice.
 
         The cognitive encoders are made afresh for the chosen voxels (stage II starts them from ridge anyway);
         config.json and choices.json record the choice, so a resumed run and eval.py use it too.
@@ -132,21 +132,29 @@ class Trainer:
         snapshots = [hand_on_averages(states) for states in fetch(self._stage1_snapshots(store))]
         chose = choices.needs_choice(self.config)
         if chose:
-            train = self.config.train
-            candidates = [take_member(member_states, k) for member_states in snapshots for k in range(train.ensemble)]
-            most = dataclasses.replace(self.config, train=dataclasses.replace(train, snapshots=len(snapshots)))
-            choice = choices.choose(self.config, candidates, list(rng.member_keys(most, 2)),
-                                    self.data.fit.voxels, self.data.fit.images)
-            self.config = choices.apply(self.config, choice)
-            selection = select_voxels(self.data.fit.voxels, self.data.fit.images, choice.selected_voxels)
+            train, fit = self.config.train, self.data.fit
+            candidates = [take_member(member_states, k) for member_states in snapshots
+                          for k in range(config_lib.member_count(self.config, 1))]
+            if config_lib.prior_variants(self.config, 1):
+                prior = choices.choose_prior(self.config, candidates, list(rng.member_keys(self.config, 1)),
+                                             fit.voxels, fit.images)
+                kept = slice(prior.variant * train.ensemble, (prior.variant + 1) * train.ensemble)
+                snapshots = [jax.tree.map(lambda a: a[kept], snapshots[0])]
+                self.config, choice, record = choices.apply_prior(self.config, prior), prior.choice, {"stage1_prior": prior.to_json()}
+                self.log(prior.describe())
+            else:
+                most = dataclasses.replace(self.config, train=dataclasses.replace(train, snapshots=len(snapshots)))
+                choice = choices.choose(self.config, candidates, list(rng.member_keys(most, 2)), fit.voxels, fit.images)
+                self.config, record = choices.apply(self.config, choice), {}
+            selection = select_voxels(fit.voxels, fit.images, choice.selected_voxels)
             self.data = dataclasses.replace(self.data, voxel_selection=selection)
             if is_main_process():
                 write_json(self.paths.config, config_lib.to_dict(self.config))
-                write_json(self.paths.choices, choice.to_json())
+                write_json(self.paths.choices, {**record, **choice.to_json()})
             self.log(choice.describe())
         kept = jax.tree.map(lambda *parts: np.concatenate(parts), *snapshots[: self.config.train.snapshots])
         # Other voxels or more members: fresh cognitive encoders, mesh and programs for them.
-        if chose or self.n_members != config_lib.member_count(self.config.train, 2):
+        if chose or self.n_members != config_lib.member_count(self.config, 2):
             self._hold_members(2)
         self.states = {**place_members(kept, self.mesh), "cognitive_encoder": self.states["cognitive_encoder"]}
 
@@ -187,7 +195,10 @@ class Trainer:
         if meta.data.fingerprint != self.dataset.fingerprint:
             raise CheckpointError(f"{where}: checkpoint was trained on data {meta.data.fingerprint} ({meta.data.source}), "
                                   f"not on {self.dataset.fingerprint} ({self.dataset.source})")
-        if config_lib.member_count(meta.config.train, meta.stage) != self.n_members:
+        if config_lib.prior_variants(meta.config, meta.stage) and not config_lib.prior_variants(self.config, 1):
+            # Saved before the run kept one of stage I's variants: it holds them all, and the run chooses again, alike.
+            self.config = choices.unmade(self.config, meta.config)
+        if config_lib.member_count(meta.config, meta.stage) != self.n_members:
             self._hold_members(meta.stage)
         # A checkpoint's own config shapes its arrays: stage I's predate the run's choice of voxels.
         tree, _ = store.restore(step, abstract_tree(meta.config, self.dataset.n_voxels, self.mesh, meta.stage))
@@ -223,7 +234,8 @@ class Trainer:
         if len(self.data.val) == 0:
             return None
         step = self.epochs_done
-        losses = fetch(self.eval_loss_fns[stage.number](self.states, self.arrays["val"], rng.validate(self.keys, step)))
+        losses = fetch(self.eval_loss_fns[stage.number](self.states, self.arrays["val"], rng.validate(self.keys, step),
+                                                        self.epoch_runners[stage.number].member_loss))
         writer.scalars({name: float(np.mean(value)) for name, value in losses.items()}, step, f"{stage.name}/val")
         model = {path: members.mean(axis=0) for path, members in self.member_reconstructions("val").items()}
         values = path_scores(self.data.val.images, model)
@@ -374,7 +386,7 @@ class Trainer:
         meta = None if best is None else self.restore(store, best)
         members = {split: self.member_reconstructions(split) for split in ("val", "test") if len(getattr(self.data, split))}
         stimuli = {split: getattr(self.data, split).images for split in members}
-        origins = config_lib.member_origins(self.config.train, 1 if self.n_members == self.config.train.ensemble else 2)
+        origins = config_lib.member_origins(self.config, 1 if self.n_members == self.config.train.ensemble else 2)
         report = {
             "checkpoint_step": best,
             "stage": 0 if meta is None else meta.stage,
