@@ -53,7 +53,8 @@ def test_stage_one_holds_each_seed_once_per_kl_weight_with_its_seeds_key(choosin
 
 
 @pytest.mark.parametrize("assignments", [
-    ["loss.kl_candidates="], ["train.epochs=0,1,1"], ["loss.kl_weight=-2"], ["loss.kl_candidates=-1,4"], ["loss.kl_candidates=4,4"],
+    ["loss.kl_candidates="], ["train.epochs=0,1,1"], ["loss.kl_weight=-2"], ["loss.kl_candidates=-1,4"],
+    ["loss.kl_candidates=4,4"],
     ["train.cognitive_init=random", "model.cognitive_hidden=16"], ["train.epochs=5,1,1", "train.snapshots=2"],
 ])
 def test_impossible_kl_choices_are_refused(choosing_kl: Config, assignments: list[str]) -> None:
