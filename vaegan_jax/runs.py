@@ -162,7 +162,7 @@ def describe_run(config: Config, dataset: Dataset, data: PreparedData, layout: s
     """A few lines on what a run is about to do: data, split, prior, model, members and devices, folder."""
     extra = 0 if data.extra_images is None or not config.train.use_extra_images else len(data.extra_images)
     reads = f"{len(data.voxel_selection)} of {dataset.n_voxels}"
-    if choices.needs_choice(config):
+    if config.train.selected_voxels == choices.AUTO:
         reads = "the voxels that cross-validation on the fit trials chooses after stage I (choices.json)"
     return "\n".join([
         f"data     {dataset.summary()}",

@@ -138,8 +138,8 @@ class Trainer:
             if config_lib.prior_variants(self.config, 1):
                 prior = choices.choose_prior(self.config, candidates, list(rng.member_keys(self.config, 1)),
                                              fit.voxels, fit.images)
-                kept = slice(prior.variant * train.ensemble, (prior.variant + 1) * train.ensemble)
-                snapshots = [jax.tree.map(lambda a: a[kept], snapshots[0])]
+                block = slice(prior.variant * train.ensemble, (prior.variant + 1) * train.ensemble)
+                snapshots = [jax.tree.map(lambda a: a[block], snapshots[0])]
                 self.config, choice, record = choices.apply_prior(self.config, prior), prior.choice, {"stage1_prior": prior.to_json()}
                 self.log(prior.describe())
             else:
