@@ -1,4 +1,5 @@
-"""Cross-validate the fMRI path's linear start over the training trials: voxel counts x decoding temperatures.
+"""Cross-validate the fMRI path's linear start over the training trials: voxel counts x decoding temperatures,
+and the baselines beside it on the same folds.
 
 For a run's checkpoint (best use the end of stage I: step 20 of the `fast` preset), K folds over all the
 training trials (fit and validation; the test split is never read). In each fold, on the other folds' trials
@@ -7,10 +8,17 @@ ridge start (initialisation.fit_latent_readout) onto the checkpoint's visual lat
 then decode the held-out fold with the checkpoint's generator (choices.out_of_fold_reconstructions, what a
 run itself does on its fit trials alone when `fast` chooses its voxel count and temperature).
 Scores pool the out-of-fold reconstructions of every trial, so 2-way identification runs over all pairs of
-training trials: a far finer measure than the 10 validation trials give:
+training trials: a far finer measure than the 10 validation trials give.
+
+With --baselines, each baseline learns from images once as eval.py fits it (the latent-ridge VAE on the fit
+images and the extras stage I saw), then refits its voxel readout in every fold at every voxel count. The
+best setting of each method by PCC is then compared with the model's best, trial by trial: the mean paired
+difference and its standard error, over 90 trials instead of the test split's 10 (2-way's are approximate,
+as its per-trial values share pairs of trials). Both bests are chosen on these folds, so each is a little
+optimistic, alike:
 
     .venv/bin/python train.py --out runs/s0 --set train.epochs=20,0,0
-    .venv/bin/python benchmarks/decoder_cv.py --ckpt runs/s0/checkpoints/20
+    .venv/bin/python benchmarks/decoder_cv.py --ckpt runs/s0/checkpoints/20 --baselines latent-ridge,ridge
 """
 
 from __future__ import annotations
@@ -25,7 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from vaegan_jax import choices, load_run, metrics  # noqa: E402
+from vaegan_jax.evaluation import BASELINES  # noqa: E402
 from vaegan_jax.steps import member_keys, take_member  # noqa: E402
+
+LABELS = ("PCC", "MSE", "SSIM", "2-way")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,28 +48,61 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperatures", default="0,0.5,0.75,1", help="comma-separated decoding temperatures "
                         "(0: G(posterior mean); else the mean of G over the config's draws at that fraction of the spread)")
     parser.add_argument("--folds", type=int, default=9)
+    parser.add_argument("--baselines", default="", help="comma-separated baselines of eval.py (ridge, mean, "
+                        "latent-ridge) to cross-validate on the same folds and compare with the model")
     args = parser.parse_args(argv)
     run = load_run(args.ckpt, args.step)
     config = run.config
     if config.model.cognitive_hidden != 0:
         parser.error("the checkpoint's cognitive encoder is not linear (model.cognitive_hidden != 0)")
-    trials = run.training_data().train
-    voxels, images = trials.voxels.astype(np.float64), trials.images
+    baselines = [name for name in args.baselines.split(",") if name]
+    unknown = [name for name in baselines if name not in BASELINES]
+    if unknown:
+        parser.error(f"unknown baseline {unknown[0]!r}; choose from {', '.join(BASELINES)}")
+    dataset = run.training_data()
+    voxels, images = dataset.train.voxels.astype(np.float64), dataset.train.images
     counts = tuple(int(n) for n in args.voxels.split(","))
     temperatures = tuple(float(t) for t in args.temperatures.split(","))
     members = range(len(run.member_origins))
     keys = member_keys(config, run.meta.stage)
-    reconstructions = choices.out_of_fold_reconstructions(
-        config, [take_member(run.states, k) for k in members], [keys[k] for k in members],
-        voxels, images, counts, temperatures, args.folds,
-    )
-    print(f"{run.checkpoint.path}: {len(trials)} training trials, {args.folds} folds; test split not read")
-    print(f"{'voxels':>7} {'temp':>5} {'PCC':>7} {'MSE':>7} {'SSIM':>7} {'2-way':>7}")
-    for (n_voxels, t), decoded in reconstructions.items():
-        scores = metrics.reconstruction_metrics(images, decoded.mean(axis=0))
-        print(f"{n_voxels or voxels.shape[1]:>7} {t:>5.2f} " + " ".join(
-            f"{np.mean(scores[m]):>7.4f}" for m in ("pcc", "mse", "ssim", "ident_2way")), flush=True)
+    reconstructions = {
+        ("D-VAE/GAN", n, t): decoded.mean(axis=0) for (n, t), decoded in choices.out_of_fold_reconstructions(
+            config, [take_member(run.states, k) for k in members], [keys[k] for k in members],
+            voxels, images, counts, temperatures, args.folds,
+        ).items()
+    }
+    if baselines:
+        data = run.prepare(dataset)
+        extras = data.extra_images if config.train.use_extra_images else None
+        for name in baselines:
+            decoder = BASELINES[name]().fit(data.fit.voxels, data.fit.images, extras)
+            for fold in choices.cross_validation_folds(voxels, images, counts, args.folds):
+                decoded = decoder.fit_readout(fold.train_voxels, images[fold.train]).predict(fold.held_out_voxels)
+                reconstructions.setdefault((name, fold.voxel_count, None), np.zeros_like(images))[fold.held_out] = decoded
+    scores = {setting: metrics.reconstruction_metrics(images, decoded) for setting, decoded in reconstructions.items()}
+    print(f"{run.checkpoint.path}: {len(images)} training trials, {args.folds} folds; test split not read")
+    print(f"{'method':<12} {'voxels':>7} {'temp':>5} " + " ".join(f"{label:>7}" for label in LABELS))
+    for (method, n_voxels, t), score in scores.items():
+        temperature = "-" if t is None else f"{t:.2f}"
+        print(f"{method:<12} {n_voxels or voxels.shape[1]:>7} {temperature:>5} " + " ".join(
+            f"{np.mean(score[m]):>7.4f}" for m in choices.MEASURES), flush=True)
+    best = {}
+    for setting, score in scores.items():
+        if setting[0] not in best or np.mean(score["pcc"]) > np.mean(scores[best[setting[0]]]["pcc"]):
+            best[setting[0]] = setting
+    model = scores[best["D-VAE/GAN"]]
+    for name in baselines:
+        differences = (metrics.paired_difference(model[m], scores[best[name]][m]) for m in choices.MEASURES)
+        print(f"D-VAE/GAN ({describe(best['D-VAE/GAN'])}) - {name} ({describe(best[name])}): " + ", ".join(
+            f"{label} {mean:+.4f} +- {se:.4f}" for label, (mean, se) in zip(LABELS, differences)))
     return 0
+
+
+def describe(setting: tuple[str, int, float | None]) -> str:
+    """A setting's voxels and temperature in words."""
+    _, n_voxels, t = setting
+    voxels = "every voxel" if n_voxels == 0 else f"{n_voxels} voxels"
+    return voxels if t is None else f"{voxels}, temperature {t:g}"
 
 
 if __name__ == "__main__":

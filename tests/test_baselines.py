@@ -155,3 +155,17 @@ def test_latent_ridge_rejects_extra_images_of_another_size() -> None:
     rng = np.random.default_rng(8)
     with pytest.raises(ValueError, match="extra images"):
         _tiny_config().fit(rng.normal(size=(10, 4)), rng.uniform(size=(10, 5, 5)), rng.uniform(size=(3, 6, 6)))
+
+
+@pytest.mark.parametrize("make", [RidgeDecoder, MeanImageDecoder, _tiny_config], ids=["ridge", "mean", "latent-ridge"])
+def test_refitting_the_readout_forgets_the_voxels_fit_read(make) -> None:
+    rng = np.random.default_rng(6)
+    # The pool of the determinism test above: one compilation for both.
+    voxels, images, extra = rng.normal(size=(12, 30)), rng.uniform(size=(12, 5, 5)), rng.uniform(size=(20, 5, 5))
+    new_voxels, held_out = rng.normal(size=(8, 10)), rng.normal(size=(4, 10))
+    first = make().fit(voxels, images, extra).fit_readout(new_voxels, images[:8]).predict(held_out)
+    second = make().fit(-voxels, images, extra).fit_readout(new_voxels, images[:8]).predict(held_out)
+    np.testing.assert_array_equal(first, second)
+    if make is not _tiny_config:
+        # Nothing of these decoders learns from images alone: a refit is a fit.
+        np.testing.assert_allclose(first, make().fit(new_voxels, images[:8]).predict(held_out), atol=1e-12)

@@ -161,12 +161,32 @@ def test_decoder_cv_cross_validates_a_trained_run_over_its_training_trials(
     chosen_run: Path, capsys: pytest.CaptureFixture
 ) -> None:
     decoder_cv = _load_benchmark("decoder_cv")
-    assert decoder_cv.main(["--ckpt", str(chosen_run), "--voxels", "0,4", "--temperatures", "0,1", "--folds", "3"]) == 0
+    assert decoder_cv.main(["--ckpt", str(chosen_run), "--voxels", "0,4", "--temperatures", "0,1", "--folds", "3",
+                            "--baselines", "ridge"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert f"{N_TRAIN} training trials, 3 folds; test split not read" in lines[0]
-    rows = [line.split() for line in lines[2:]]
-    assert [(int(row[0]), float(row[1])) for row in rows] == [(N_VOXELS, 0.0), (N_VOXELS, 1.0), (4, 0.0), (4, 1.0)]
-    assert all(-1 <= float(row[2]) <= 1 for row in rows)
+    rows = [line.split() for line in lines[2:-1]]
+    assert [(row[0], int(row[1]), row[2]) for row in rows] == [
+        ("D-VAE/GAN", N_VOXELS, "0.00"), ("D-VAE/GAN", N_VOXELS, "1.00"), ("D-VAE/GAN", 4, "0.00"),
+        ("D-VAE/GAN", 4, "1.00"), ("ridge", N_VOXELS, "-"), ("ridge", 4, "-")]
+    assert all(-1 <= float(row[3]) <= 1 for row in rows)
+    assert lines[-1].startswith("D-VAE/GAN (") and ") - ridge (" in lines[-1] and "SSIM" in lines[-1]
+
+
+def test_every_reader_of_the_voxels_shares_the_folds_and_sees_only_its_training_trials() -> None:
+    voxels = np.random.default_rng(0).normal(size=(12, 6))
+    images = np.random.default_rng(1).random((12, 3, 3))
+    folds = list(choices.cross_validation_folds(voxels, images, (0, 2, 99), 4))
+    assert [fold.voxel_count for fold in folds] == [0, 2] * 4
+    held_out = np.concatenate([fold.held_out for fold in folds[::2]])
+    assert sorted(held_out) == list(range(12))
+    for fold in folds:
+        assert not set(fold.train) & set(fold.held_out)
+        assert fold.train_voxels.shape == (len(fold.train), fold.voxel_count or 6)
+        # z-scored with the fold's training trials alone
+        np.testing.assert_allclose(fold.train_voxels.mean(axis=0), 0.0, atol=1e-6)
+    again = list(choices.cross_validation_folds(voxels, images, (2,), 4))
+    assert [list(fold.held_out) for fold in again] == [list(fold.held_out) for fold in folds[::2]]
 
 
 def _load_benchmark(name: str):

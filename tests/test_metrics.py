@@ -178,3 +178,12 @@ def test_the_bootstrap_interval_is_the_percentile_interval_of_the_exact_bootstra
     standard_error = values.std() / np.sqrt(len(values))
     np.testing.assert_allclose(metrics.summarize(values, n_boot=200_000, seed=0)["ci95"], exact,
                                atol=0.05 * standard_error)
+
+
+def test_a_paired_difference_is_the_mean_difference_and_its_standard_error() -> None:
+    first, second = np.array([0.9, 0.8, 0.7, 0.6]), np.array([0.8, 0.8, 0.5, 0.7])
+    mean, standard_error = metrics.paired_difference(first, second)
+    assert mean == pytest.approx(0.05)
+    assert standard_error == pytest.approx(np.std([0.1, 0.0, 0.2, -0.1], ddof=1) / 2.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.paired_difference(first[:1], second[:1])

@@ -31,6 +31,10 @@ class Decoder(Protocol):
         """Learn from training voxels (N, V), images (N, H, W) and optional image-only extras (M, H, W)."""
         ...
 
+    def fit_readout(self, voxels: np.ndarray, images: np.ndarray) -> Decoder:
+        """Refit only what reads the voxels, keeping what `fit` learned from images alone (other voxels or trials)."""
+        ...
+
     def predict(self, voxels: np.ndarray) -> np.ndarray:
         """Images (N, H, W) in [0, 1] for voxels (N, V)."""
         ...
@@ -66,6 +70,10 @@ class RidgeDecoder:
         self._image_shape = images.shape[1:]
         return self
 
+    def fit_readout(self, voxels: np.ndarray, images: np.ndarray) -> RidgeDecoder:
+        """The whole decoder reads the voxels: `fit` again."""
+        return self.fit(voxels, images)
+
     def predict(self, voxels: np.ndarray) -> np.ndarray:
         """Predicted images (N, H, W), clipped to [0, 1]."""
         flat = self._model.predict(np.asarray(voxels, dtype=np.float64))
@@ -85,6 +93,10 @@ class MeanImageDecoder:
         _check_fit_inputs(np.asarray(voxels), images)
         self.mean_image_ = np.clip(images.mean(axis=0), 0.0, 1.0)
         return self
+
+    def fit_readout(self, voxels: np.ndarray, images: np.ndarray) -> MeanImageDecoder:
+        """Nothing reads the voxels: the mean of these trials' images."""
+        return self.fit(voxels, images)
 
     def predict(self, voxels: np.ndarray) -> np.ndarray:
         """The mean training image, once per row of voxels."""

@@ -19,6 +19,7 @@ after 8 of its 20 epochs the variants' order was the reverse of their order at t
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -92,6 +93,31 @@ def needs_choice(config: Config) -> bool:
 Posteriors = dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]
 
 
+@dataclasses.dataclass(frozen=True)
+class Fold:
+    """One fold at one voxel count: its trials, and their voxels z-scored and selected on its training trials alone."""
+
+    train: np.ndarray
+    held_out: np.ndarray
+    voxel_count: int
+    train_voxels: np.ndarray
+    held_out_voxels: np.ndarray
+
+
+def cross_validation_folds(voxels: np.ndarray, images: np.ndarray, voxel_counts: tuple[int, ...], folds: int) -> Iterator[Fold]:
+    """Every fold (trials split by FOLD_SEED) at every voxel count, count 0 (or one above the voxels there are)
+    meaning every voxel: the folds every cross-validated reader of the voxels shares, so their scores pair up."""
+    order = np.random.default_rng(FOLD_SEED).permutation(len(images))
+    counts = sorted({0 if selection_size(voxels.shape[1], n) == voxels.shape[1] else n for n in voxel_counts})
+    for held_out in np.array_split(order, folds):
+        train = np.setdiff1d(np.arange(len(images)), held_out)
+        scaler = VoxelScaler.fit(voxels[train])
+        train_voxels, held_voxels = scaler.transform(voxels[train]), scaler.transform(voxels[held_out])
+        for n in counts:
+            kept = select_voxels(train_voxels, images[train], n)
+            yield Fold(train, held_out, n, train_voxels[:, kept], held_voxels[:, kept])
+
+
 def out_of_fold_posteriors(
     config: Config, members: list[States], voxels: np.ndarray, images: np.ndarray, voxel_counts: tuple[int, ...], folds: int
 ) -> Posteriors:
@@ -103,20 +129,14 @@ def out_of_fold_posteriors(
     """
     model_images = to_model_images(images, config.model.image_size)
     targets = [initialisation.visual_latent_means(config, states, model_images) for states in members]
-    order = np.random.default_rng(FOLD_SEED).permutation(len(images))
-    counts = sorted({0 if selection_size(voxels.shape[1], n) == voxels.shape[1] else n for n in voxel_counts})
     latent_shape = (len(images), targets[0].shape[1])
-    posteriors = {(n, k): (np.zeros(latent_shape, np.float32), np.zeros(latent_shape, np.float32))
-                  for n in counts for k in range(len(members))}
-    for held_out in np.array_split(order, folds):
-        train = np.setdiff1d(np.arange(len(images)), held_out)
-        scaler = VoxelScaler.fit(voxels[train])
-        fit_voxels, held_voxels = scaler.transform(voxels[train]), scaler.transform(voxels[held_out])
-        for n in counts:
-            kept = select_voxels(fit_voxels, images[train], n)
-            for k, target in enumerate(targets):
-                mu, logvar = initialisation.fit_latent_readout(fit_voxels[:, kept], target[train]).predict(held_voxels[:, kept])
-                posteriors[(n, k)][0][held_out], posteriors[(n, k)][1][held_out] = mu, logvar
+    posteriors = {}
+    for fold in cross_validation_folds(voxels, images, voxel_counts, folds):
+        for k, target in enumerate(targets):
+            mu, logvar = initialisation.fit_latent_readout(fold.train_voxels, target[fold.train]).predict(fold.held_out_voxels)
+            pair = posteriors.setdefault((fold.voxel_count, k), (np.zeros(latent_shape, np.float32),
+                                                                np.zeros(latent_shape, np.float32)))
+            pair[0][fold.held_out], pair[1][fold.held_out] = mu, logvar
     return posteriors
 
 

@@ -96,6 +96,14 @@ def reconstruction_metrics(
     return results
 
 
+def paired_difference(first: np.ndarray, second: np.ndarray) -> tuple[float, float]:
+    """Mean of the per-image differences first - second and its standard error (sample sd / sqrt(N))."""
+    difference = np.asarray(first, np.float64).ravel() - np.asarray(second, np.float64).ravel()
+    if difference.size < 2:
+        raise ValueError(f"a paired difference needs at least 2 images, got {difference.size}")
+    return float(difference.mean()), float(difference.std(ddof=1) / np.sqrt(difference.size))
+
+
 def summarize(per_image: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
     """Mean, sample sd and 95% percentile-bootstrap interval of the mean of per-image values, as floats."""
     values = np.asarray(per_image, dtype=np.float64).ravel()
