@@ -27,6 +27,7 @@ CHOOSING = [
     "model.cognitive_hidden=0", "train.cognitive_init=ridge", "train.selected_voxels=-1",
     "inference.temperature=-1", "inference.samples=4", "train.voxel_candidates=4,8,0",
     "inference.temperature_candidates=0,1", "train.choice_folds=4", "train.epochs=1,1,1",
+    "inference.black_level=-1", "inference.black_level_candidates=0,0.3,0.6",
 ]
 
 
@@ -58,7 +59,20 @@ def test_the_run_records_its_choice_and_its_evidence(chosen_run: Path, dataset: 
     saved = config_lib.from_dict(json.loads((chosen_run / "config.json").read_text()))
     assert saved.train.selected_voxels == best["selected_voxels"]
     assert saved.inference.temperature == best["temperature"]
+    levels = record["black_level"]["candidates"]
+    assert [row["black_level"] for row in levels] == [0.0, 0.3, 0.6] and record["black_level"]["criterion"] == "ssim"
+    eligible = [row for row in levels if np.isfinite(row["pcc"])]
+    assert saved.inference.black_level == chosen["inference.black_level"] == max(eligible, key=lambda row: row["ssim"])["black_level"]
     assert not choices.needs_choice(saved)
+
+
+@pytest.mark.slow
+def test_the_run_decodes_at_its_chosen_black_level(chosen_run: Path, dataset: Dataset) -> None:
+    run = load_run(str(chosen_run))
+    images = run.with_inference(["inference.black_level=0.3"]).reconstruct(dataset.test.voxels)
+    assert images.min() >= 0.0 and not np.any((images > 0.0) & (images < 0.3))
+    plain = run.with_inference(["inference.black_level=0"]).reconstruct(dataset.test.voxels)
+    np.testing.assert_array_equal(images, np.where(plain < 0.3, 0.0, plain))
 
 
 @pytest.mark.slow
@@ -111,6 +125,22 @@ def test_only_the_shortlisted_voxel_counts_are_decoded_above_temperature_zero(st
         assert row["pcc"] == pytest.approx(float(np.mean(metrics.reconstruction_metrics(images, pooled)["pcc"])))
 
 
+def test_the_black_level_is_chosen_by_ssim_on_the_winning_decode_alone(stage1_networks: tuple) -> None:
+    config, members, keys, voxels, images = stage1_networks
+    choice = choices.choose(config, members, keys, voxels, images)
+    plain = choices.choose(config_lib.override(config, ["inference.black_level=0"]), members, keys, voxels, images)
+    # Voxels and temperature are chosen as without a black level, on the same figures.
+    assert choice.candidates == plain.candidates and plain.black_levels == [] and plain.black_level == 0.0
+    decoded = choices.out_of_fold_reconstructions(config, members, keys, voxels, images, (choice.selected_voxels,),
+                                                  (choice.temperature,), 4)[(choice.selected_voxels, choice.temperature)]
+    for row in choice.black_levels:
+        cleared = np.where(decoded < row["black_level"], 0.0, decoded).mean(axis=0)
+        assert row["ssim"] == pytest.approx(float(np.mean(metrics.reconstruction_metrics(images, cleared)["ssim"])))
+    eligible = [row for row in choice.black_levels if np.isfinite(row["pcc"])]
+    assert choice.black_level == max(eligible, key=lambda row: row["ssim"])["black_level"]
+    assert choices.apply(config, choice).inference.black_level == choice.black_level
+
+
 @pytest.mark.slow
 def test_selection_matches_a_fresh_one(chosen_run: Path, dataset: Dataset) -> None:
     checkpoint = load_run(str(chosen_run))
@@ -122,7 +152,8 @@ def test_selection_matches_a_fresh_one(chosen_run: Path, dataset: Dataset) -> No
 
 @pytest.mark.parametrize(
     "assignments",
-    [["train.selected_voxels=-2"], ["inference.temperature=-0.5"], ["train.selected_voxels=-1"]],
+    [["train.selected_voxels=-2"], ["inference.temperature=-0.5"], ["train.selected_voxels=-1"],
+     ["inference.black_level=1"], ["inference.black_level=-0.5"], ["inference.black_level_candidates=0,1.5"]],
 )
 def test_invalid_choice_settings_are_refused(tiny_config: Config, assignments: list[str]) -> None:
     with pytest.raises(ConfigError):

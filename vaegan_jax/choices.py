@@ -1,5 +1,5 @@
 """Settings a run chooses for itself on its own fit trials: stage I's KL weight, the voxel count, the stage-I
-snapshots that become members and the decoding temperature.
+snapshots that become members, the decoding temperature and the black level.
 
 Which voxels carry the stimulus, how far to trust the fMRI posterior, and whether averaging the networks of
 several stage-I epochs pays, differ between data sets; a default tuned on one is a guess on the next. After
@@ -9,6 +9,8 @@ selects voxels and fits the ridge-initialised cognitive encoder onto each snapsh
 then decodes the held-out fold with that snapshot's generator at every candidate temperature; a candidate
 with S snapshots averages the decodes of the latest S. Scores pool the out-of-fold reconstructions of all
 fit trials; the candidate with the highest pooled PCC wins (the measure that also picks the best checkpoint).
+Then the winner's reconstructions are cleared below each candidate black level (config.InferenceConfig), and
+the level with the highest SSIM wins: G's faint grey in a black background costs SSIM much and PCC hardly at all.
 
 The KL weight shapes the latent space the voxels must predict, so it is chosen by the same measure: stage I
 trains one variant per candidate weight side by side, and the variant whose best candidate above scores
@@ -19,6 +21,7 @@ after 8 of its 20 epochs the variants' order was the reverse of their order at t
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +32,7 @@ import numpy as np
 from vaegan_jax import initialisation, metrics
 from vaegan_jax.config import Config, most_snapshots, snapshot_epochs
 from vaegan_jax.data.dataset import VoxelScaler
-from vaegan_jax.data.prepare import select_voxels, selection_size, to_model_images, to_native_images
+from vaegan_jax.data.prepare import clear_faint_pixels, select_voxels, selection_size, to_model_images, to_native_images
 from vaegan_jax.steps import States, make_decode
 
 AUTO = -1
@@ -48,14 +51,17 @@ class Choice:
     temperature: float
     folds: int
     candidates: list[dict[str, Any]]
+    black_level: float = 0.0
+    black_levels: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The choice and its evidence, as choices.json holds them."""
         return {
             "chosen": {"train.selected_voxels": self.selected_voxels, "train.snapshots": self.snapshots,
-                       "inference.temperature": self.temperature},
+                       "inference.temperature": self.temperature, "inference.black_level": self.black_level},
             "stage1_epochs": list(self.snapshot_epochs),
             "criterion": "pcc", "folds": self.folds, "trials": "fit", "candidates": self.candidates,
+            "black_level": {"criterion": "ssim", "candidates": self.black_levels},
         }
 
     def describe(self) -> str:
@@ -64,10 +70,14 @@ class Choice:
         voxels = "every voxel" if self.selected_voxels == 0 else f"{self.selected_voxels} voxels"
         epochs = ", ".join(map(str, self.snapshot_epochs))
         snapshots = f"the networks of stage-I epochs {epochs}, " if self.snapshots > 1 else ""
+        black = f", black level {self.black_level:g} (SSIM {self._black_row()['ssim']:.4f})" if self.black_levels else ""
         return (
             f"chose {voxels}, {snapshots}decoding temperature {self.temperature:g} by {self.folds}-fold "
-            f"cross-validation on the fit trials (PCC {best['pcc']:.4f} of {len(self.candidates)} candidates)"
+            f"cross-validation on the fit trials (PCC {best['pcc']:.4f} of {len(self.candidates)} candidates){black}"
         )
+
+    def _black_row(self) -> dict[str, Any]:
+        return next(row for row in self.black_levels if row["black_level"] == self.black_level)
 
 
 def summarize(record: dict[str, Any]) -> str:
@@ -81,13 +91,17 @@ def summarize(record: dict[str, Any]) -> str:
         if chosen["train.snapshots"] > 1:
             parts.append(f"the networks of stage-I epochs {', '.join(map(str, record['stage1_epochs']))}")
         parts.append(f"decoding temperature {chosen['inference.temperature']:g}")
+        if chosen.get("inference.black_level", 0) > 0:
+            parts.append(f"black level {chosen['inference.black_level']:g}")
     return ", ".join(parts)
 
 
 def needs_choice(config: Config) -> bool:
-    """Whether the config leaves the voxel count, the snapshots, the temperature or the KL weight to the run (-1)."""
-    train = config.train
-    return AUTO in (train.selected_voxels, train.snapshots, config.inference.temperature, config.loss.kl_weight)
+    """Whether the config leaves the voxel count, the snapshots, the temperature, the black level or the KL weight
+    to the run (-1)."""
+    train, inference = config.train, config.inference
+    return AUTO in (train.selected_voxels, train.snapshots, inference.temperature, inference.black_level,
+                    config.loss.kl_weight)
 
 
 Posteriors = dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]
@@ -194,26 +208,44 @@ def choose(
     folds = min(train.choice_folds, len(images))
     posteriors = out_of_fold_posteriors(config, members, voxels, images, voxel_counts, folds)
 
+    black_levels = (inference.black_level_candidates if inference.black_level == AUTO
+                    else (max(inference.black_level, 0.0),))
+
+    def score(images_by_member: np.ndarray, snapshots: int, black_level: float) -> dict[str, float]:
+        kept = clear_faint_pixels(images_by_member[: train.ensemble * snapshots], black_level)
+        scores = metrics.reconstruction_metrics(images, kept.mean(axis=0))
+        return {m: float(np.mean(scores[m])) for m in MEASURES}
+
     def scored(decoded: dict[tuple[int, float], np.ndarray]) -> list[dict[str, Any]]:
         rows = []
         for (n, t), images_by_member in decoded.items():
             for s in snapshot_counts:
-                scores = metrics.reconstruction_metrics(images, images_by_member[: train.ensemble * s].mean(axis=0))
                 rows.append({"selected_voxels": n, "snapshots": s, "temperature": t,
-                             **{m: float(np.mean(scores[m])) for m in MEASURES}})
+                             **score(images_by_member, s, 0.0 if inference.black_level == AUTO else black_levels[0])})
         return rows
 
     counts = sorted({n for n, _ in posteriors})
     size = images.shape[1]
-    rows = scored(decode_posteriors(config, members, keys, posteriors, counts, (0.0,), size))
+    decoded = decode_posteriors(config, members, keys, posteriors, counts, (0.0,), size)
+    rows = scored(decoded)
     best_at_zero = {n: max(row["pcc"] for row in rows if row["selected_voxels"] == n) for n in counts}
     shortlist = sorted(counts, key=best_at_zero.get, reverse=True)[: train.choice_shortlist or len(counts)]
     warmer = tuple(t for t in temperatures if t > 0)
-    rows = [row for row in rows if 0.0 in temperatures] + scored(
-        decode_posteriors(config, members, keys, posteriors, shortlist, warmer, size))
+    decoded.update(decode_posteriors(config, members, keys, posteriors, shortlist, warmer, size))
+    rows = [row for row in rows if 0.0 in temperatures] + scored({setting: decoded[setting] for setting in
+                                                                   itertools.product(shortlist, warmer)})
     best = max(rows, key=lambda row: row["pcc"])
     epochs = snapshot_epochs(dataclasses.replace(train, snapshots=best["snapshots"]))
-    return Choice(best["selected_voxels"], best["snapshots"], epochs, best["temperature"], folds, rows)
+    choice = Choice(best["selected_voxels"], best["snapshots"], epochs, best["temperature"], folds, rows)
+    if inference.black_level != AUTO:
+        return dataclasses.replace(choice, black_level=black_levels[0])
+    # PCC barely moves with the black level, SSIM does: the level is chosen by SSIM for the chosen decode, among
+    # those that leave no reconstruction blank (a blank image has no PCC, and validation ranks checkpoints by it).
+    chosen = decoded[(best["selected_voxels"], best["temperature"])]
+    levels = [{"black_level": b, **score(chosen, best["snapshots"], b)} for b in black_levels]
+    eligible = [row for row in levels if np.isfinite(row["pcc"])] or levels[:1]
+    return dataclasses.replace(choice, black_level=max(eligible, key=lambda row: row["ssim"])["black_level"],
+                               black_levels=levels)
 
 
 def unmade(config: Config, before: Config) -> Config:
@@ -223,7 +255,8 @@ def unmade(config: Config, before: Config) -> Config:
         config,
         loss=dataclasses.replace(config.loss, kl_weight=before.loss.kl_weight),
         train=dataclasses.replace(config.train, selected_voxels=before.train.selected_voxels, snapshots=before.train.snapshots),
-        inference=dataclasses.replace(config.inference, temperature=before.inference.temperature),
+        inference=dataclasses.replace(config.inference, temperature=before.inference.temperature,
+                                      black_level=before.inference.black_level),
     )
 
 
@@ -232,7 +265,7 @@ def apply(config: Config, choice: Choice) -> Config:
     return dataclasses.replace(
         config,
         train=dataclasses.replace(config.train, selected_voxels=choice.selected_voxels, snapshots=choice.snapshots),
-        inference=dataclasses.replace(config.inference, temperature=choice.temperature),
+        inference=dataclasses.replace(config.inference, temperature=choice.temperature, black_level=choice.black_level),
     )
 
 

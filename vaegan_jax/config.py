@@ -164,11 +164,17 @@ class InferenceConfig:
     z ~ N(mu, (temperature * sigma)^2), the posterior predictive mean, which is what minimises expected
     squared error when the posterior is honest about its uncertainty. Deterministic either way. temperature
     -1: the run chooses among `temperature_candidates` with the voxel count (`TrainConfig.selected_voxels`).
+    black_level b > 0: every pixel of a member's reconstruction fainter than b (pixels in [0, 1]) becomes black.
+    G leaves faint grey where the stimuli are black, which SSIM's stabilising constants punish far more than
+    PCC or MSE do; -1: the run chooses among `black_level_candidates` by SSIM, once voxels and temperature are
+    chosen (above 0.05 the cut starts to eat the strokes' anti-aliased edges: docs/experiments.md).
     """
 
     samples: int = 0
     temperature: float = 1.0
     temperature_candidates: tuple[float, ...] = (0.0, 0.5, 0.75, 1.0)
+    black_level: float = 0.0
+    black_level_candidates: tuple[float, ...] = (0.0, 0.02, 0.05)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +226,7 @@ PRESETS: dict[str, Config] = {
         optim=OptimConfig(lr_discriminator=1e-4, lr_cognitive_encoder=3e-5),
         train=TrainConfig(epochs=(20, 10, 10), batch_size=16, cognitive_init="ridge", selected_voxels=-1,
                            weight_average=0.997),
-        inference=InferenceConfig(samples=32, temperature=-1.0),
+        inference=InferenceConfig(samples=32, temperature=-1.0, black_level=-1.0),
     ),
     # Seconds, for tests.
     "tiny": Config(
@@ -323,13 +329,14 @@ def validate(config: Config) -> None:
         if train.snapshots != 1:
             raise ConfigError("choosing loss.kl_weight (-1) and stage-I snapshots as members (train.snapshots) "
                               "do not combine; fix one of them")
-    auto = (train.selected_voxels == -1 or config.inference.temperature == -1 or train.snapshots == -1
-            or loss.kl_weight == -1)
+    inference = config.inference
+    auto = -1 in (train.selected_voxels, inference.temperature, train.snapshots, loss.kl_weight, inference.black_level)
     if auto and train.cognitive_init != "ridge":
-        raise ConfigError("choosing selected_voxels, snapshots, the temperature or the KL weight (-1) needs "
-                          "train.cognitive_init=ridge")
-    if auto and (not train.voxel_candidates or not config.inference.temperature_candidates or train.choice_folds < 2):
-        raise ConfigError("choosing needs voxel and temperature candidates and at least 2 folds")
+        raise ConfigError("choosing selected_voxels, snapshots, the temperature, the black level or the KL weight "
+                          "(-1) needs train.cognitive_init=ridge")
+    if auto and (not train.voxel_candidates or not inference.temperature_candidates
+                 or not inference.black_level_candidates or train.choice_folds < 2):
+        raise ConfigError("choosing needs voxel, temperature and black-level candidates and at least 2 folds")
     if train.batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {train.batch_size}")
     if train.on_nan not in ("stop", "rollback"):
@@ -344,11 +351,14 @@ def validate(config: Config) -> None:
         raise ConfigError(f"compute_dtype must be float32 or bfloat16, got {model.compute_dtype!r}")
     if not 0.0 <= model.voxel_dropout < 1.0:
         raise ConfigError(f"voxel_dropout must be in [0, 1), got {model.voxel_dropout}")
-    inference = config.inference
     if inference.samples < 0 or inference.temperature < -1 or -1 < inference.temperature < 0:
         raise ConfigError("inference.samples must be non-negative, inference.temperature non-negative or -1 (choose)")
     if any(t < 0 for t in inference.temperature_candidates):
         raise ConfigError("inference.temperature_candidates must be non-negative")
+    if not (inference.black_level == -1 or 0 <= inference.black_level < 1) or any(
+            not 0 <= b < 1 for b in inference.black_level_candidates):
+        raise ConfigError(f"inference.black_level must be in [0, 1) (-1 lets the run choose), and its candidates in "
+                          f"[0, 1), got {inference.black_level} and {inference.black_level_candidates}")
     if train.eval_every < 1 or train.checkpoint_every < 1:
         raise ConfigError("eval_every and checkpoint_every must be at least 1")
 

@@ -173,7 +173,8 @@ def checkpoint_record(run: TrainedRun) -> dict[str, Any]:
         "run": str(checkpoint.run), "path": str(checkpoint.path), "step": checkpoint.step,
         "selected_by": checkpoint.selected_by, "stage": meta.stage, "epoch_in_stage": meta.epoch_in_stage,
         "val_score": meta.val_score,
-        "inference": {"samples": inference.samples, "temperature": inference.temperature},
+        "inference": {"samples": inference.samples, "temperature": inference.temperature,
+                      "black_level": inference.black_level},
         "inference_as_trained": inference == meta.config.inference,
     }
 

@@ -17,7 +17,7 @@ from jax.sharding import Mesh
 from vaegan_jax import metrics, rng
 from vaegan_jax.config import Config
 from vaegan_jax.data.dataset import VoxelScaler
-from vaegan_jax.data.prepare import to_native_images
+from vaegan_jax.data.prepare import clear_faint_pixels, to_native_images
 from vaegan_jax.sharding import fetch, replicate
 from vaegan_jax.steps import States, make_reconstruct
 
@@ -32,6 +32,8 @@ class Reconstructor:
 
     def __init__(self, config: Config, mesh: Mesh) -> None:
         self.mesh = mesh
+        # -1 is a black level the run has yet to choose (choices.py): until then, none.
+        self.black_levels = {"fmri": max(config.inference.black_level, 0.0), "image": 0.0}
         self._programs = {
             path: jax.jit(jax.vmap(make_reconstruct(config, encoder), in_axes=(0, None, 0)))
             for path, encoder in PATHS.items()
@@ -39,9 +41,9 @@ class Reconstructor:
 
     def __call__(self, states: States, keys: jax.Array, inputs: jax.Array | np.ndarray, path: str, size: int) -> np.ndarray:
         """(member, trial, size, size) images in [0, 1] of `inputs`: the encoder's own inputs (z-scored, selected
-        voxels for "fmri"; model-scaled images for "image")."""
+        voxels for "fmri"; model-scaled images for "image"), the fMRI path's cleared below its black level."""
         images = fetch(self._programs[path](states, replicate(inputs, self.mesh), rng.decode(keys)))
-        return np.stack([to_native_images(member, size) for member in images])
+        return np.stack([clear_faint_pixels(to_native_images(member, size), self.black_levels[path]) for member in images])
 
 
 def model_inputs(voxels: np.ndarray, scaler: VoxelScaler, selection: np.ndarray) -> np.ndarray:

@@ -113,3 +113,8 @@ def to_native_images(model_images: jax.Array, size: int) -> np.ndarray:
     if x.shape[1] != size:
         x = jax.image.resize(x, (x.shape[0], size, size, x.shape[-1]), "linear", antialias=True)
     return np.asarray(jnp.clip((x[..., 0] + 1.0) / 2.0, 0.0, 1.0))
+
+
+def clear_faint_pixels(images: np.ndarray, black_level: float) -> np.ndarray:
+    """Images in [0, 1] with every pixel fainter than `black_level` set to black (0: unchanged)."""
+    return np.where(images < black_level, np.zeros((), images.dtype), images) if black_level > 0 else images
