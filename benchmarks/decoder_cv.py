@@ -15,7 +15,8 @@ images and the extras stage I saw), then refits its voxel readout in every fold 
 best setting of each method by PCC is then compared with the model's best, trial by trial: the mean paired
 difference and its standard error, over 90 trials instead of the test split's 10 (2-way's are approximate,
 as its per-trial values share pairs of trials). Both bests are chosen on these folds, so each is a little
-optimistic, alike:
+optimistic, alike. The model's reconstructions are cleared below the run's black level (config.InferenceConfig)
+unless --black-level says otherwise:
 
     .venv/bin/python train.py --out runs/s0 --set train.epochs=20,0,0
     .venv/bin/python benchmarks/decoder_cv.py --ckpt runs/s0/checkpoints/20 --baselines latent-ridge,ridge
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from vaegan_jax import choices, load_run, metrics  # noqa: E402
+from vaegan_jax.data.prepare import clear_faint_pixels  # noqa: E402
 from vaegan_jax.evaluation import BASELINES  # noqa: E402
 from vaegan_jax.steps import member_keys, take_member  # noqa: E402
 
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperatures", default="0,0.5,0.75,1", help="comma-separated decoding temperatures "
                         "(0: G(posterior mean); else the mean of G over the config's draws at that fraction of the spread)")
     parser.add_argument("--folds", type=int, default=9)
+    parser.add_argument("--black-level", type=float, help="clear the model's pixels fainter than this (default: the "
+                        "run's own black level; 0 for a checkpoint saved before the run chose it)")
     parser.add_argument("--baselines", default="", help="comma-separated baselines of eval.py (ridge, mean, "
                         "latent-ridge) to cross-validate on the same folds and compare with the model")
     args = parser.parse_args(argv)
@@ -65,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     temperatures = tuple(float(t) for t in args.temperatures.split(","))
     members = range(len(run.member_origins))
     keys = member_keys(config, run.meta.stage)
+    black_level = max(config.inference.black_level, 0.0) if args.black_level is None else args.black_level
     reconstructions = {
-        ("D-VAE/GAN", n, t): decoded.mean(axis=0) for (n, t), decoded in choices.out_of_fold_reconstructions(
+        ("D-VAE/GAN", n, t): clear_faint_pixels(decoded, black_level).mean(axis=0)
+        for (n, t), decoded in choices.out_of_fold_reconstructions(
             config, [take_member(run.states, k) for k in members], [keys[k] for k in members],
             voxels, images, counts, temperatures, args.folds,
         ).items()
@@ -80,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                 decoded = decoder.fit_readout(fold.train_voxels, images[fold.train]).predict(fold.held_out_voxels)
                 reconstructions.setdefault((name, fold.voxel_count, None), np.zeros_like(images))[fold.held_out] = decoded
     scores = {setting: metrics.reconstruction_metrics(images, decoded) for setting, decoded in reconstructions.items()}
-    print(f"{run.checkpoint.path}: {len(images)} training trials, {args.folds} folds; test split not read")
+    print(f"{run.checkpoint.path}: {len(images)} training trials, {args.folds} folds, the model's black level "
+          f"{black_level:g}; test split not read")
     print(f"{'method':<12} {'voxels':>7} {'temp':>5} " + " ".join(f"{label:>7}" for label in LABELS))
     for (method, n_voxels, t), score in scores.items():
         temperature = "-" if t is None else f"{t:.2f}"

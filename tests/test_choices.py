@@ -193,15 +193,19 @@ def test_decoder_cv_cross_validates_a_trained_run_over_its_training_trials(
 ) -> None:
     decoder_cv = _load_benchmark("decoder_cv")
     assert decoder_cv.main(["--ckpt", str(chosen_run), "--voxels", "0,4", "--temperatures", "0,1", "--folds", "3",
-                            "--baselines", "ridge"]) == 0
+                            "--baselines", "ridge", "--black-level", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert f"{N_TRAIN} training trials, 3 folds; test split not read" in lines[0]
+    assert f"{N_TRAIN} training trials, 3 folds, the model's black level 0; test split not read" in lines[0]
     rows = [line.split() for line in lines[2:-1]]
     assert [(row[0], int(row[1]), row[2]) for row in rows] == [
         ("D-VAE/GAN", N_VOXELS, "0.00"), ("D-VAE/GAN", N_VOXELS, "1.00"), ("D-VAE/GAN", 4, "0.00"),
         ("D-VAE/GAN", 4, "1.00"), ("ridge", N_VOXELS, "-"), ("ridge", 4, "-")]
     assert all(-1 <= float(row[3]) <= 1 for row in rows)
     assert lines[-1].startswith("D-VAE/GAN (") and ") - ridge (" in lines[-1] and "SSIM" in lines[-1]
+    assert decoder_cv.main(["--ckpt", str(chosen_run), "--voxels", "4", "--temperatures", "1", "--folds", "3",
+                            "--black-level", "0.3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "the model's black level 0.3;" in lines[0] and lines[2].split()[:3] == ["D-VAE/GAN", "4", "1.00"]
 
 
 def test_every_reader_of_the_voxels_shares_the_folds_and_sees_only_its_training_trials() -> None:
