@@ -33,7 +33,8 @@ from vaegan_jax.training import Trainer
 # program around the member axis: float32 roundings (relative 1e-7) in a step. Training amplifies them
 # quickly, because RMSProp's first steps move each parameter by about +-lr whatever the gradient's size,
 # so a gradient element near zero takes its sign from rounding: one step of every stage agrees to a
-# relative distance below 1e-4 (kernels 1e-5, BatchNorm offsets whose gradients are small 4e-5), a whole
+# relative distance below 1e-4 on one CPU (kernels 1e-5, BatchNorm offsets whose gradients are small 4e-5) and
+# 1.6e-4 on another (G's output bias, 2026-12-01), a whole
 # tiny run (one epoch per stage) to ~4e-2, while another seed is at ~1. Two kinds of arrays are rounding
 # alone and are left out: the bias of a layer that feeds a BatchNorm, which the BatchNorm subtracts again
 # (its gradient is zero but for rounding, so RMSProp walks it at random), and the running means of those
@@ -41,7 +42,7 @@ from vaegan_jax.training import Trainer
 EPOCHS = ["--epochs", "1,1,1"]
 # Batches of 8 (two per epoch of the 20 fitting trials) split over 2 or 4 devices, where the tiny preset's 5 would not.
 BATCH = ["--batch-size", "8"]
-STEP_DISTANCE = 1e-4
+STEP_DISTANCE = 1e-3
 RUN_DISTANCE = 0.1
 OTHER_SEED_DISTANCE = 0.3
 # The same program laid out on other devices or processes differs only in the order of its reductions: a

@@ -54,7 +54,7 @@ def check_schema(doc: dict[str, Any]) -> None:
     assert set(ckpt) == {
         "run", "path", "step", "selected_by", "stage", "epoch_in_stage", "val_score", "inference", "inference_as_trained",
     }
-    assert set(ckpt["inference"]) == {"samples", "temperature"} and isinstance(ckpt["inference_as_trained"], bool)
+    assert set(ckpt["inference"]) == {"samples", "temperature", "black_level"} and isinstance(ckpt["inference_as_trained"], bool)
     assert isinstance(ckpt["step"], int) and ckpt["stage"] in (1, 2, 3) and _is_number_or_null(ckpt["val_score"])
     assert ckpt["selected_by"] in ("best validation score", "--step", "checkpoint folder")
     data = doc["data"]
@@ -230,7 +230,7 @@ def test_eval_can_decode_otherwise_and_says_so(run_dir: Path, tmp_path: Path) ->
     _, sampled = evaluate_run(run_dir, split="val", out=tmp_path / "b", baselines=(),
                               inference=["inference.samples=8", "inference.temperature=2"])
     assert as_trained.metrics["checkpoint"]["inference_as_trained"]
-    assert sampled.metrics["checkpoint"]["inference"] == {"samples": 8, "temperature": 2.0}
+    assert sampled.metrics["checkpoint"]["inference"] == {"samples": 8, "temperature": 2.0, "black_level": 0.0}
     assert not sampled.metrics["checkpoint"]["inference_as_trained"]
     assert np.abs(sampled.arrays["rec_model"] - as_trained.arrays["rec_model"]).max() > 1e-3
     with pytest.raises(ConfigError, match="changes only inference"):

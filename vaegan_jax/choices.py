@@ -208,8 +208,8 @@ def choose(
     folds = min(train.choice_folds, len(images))
     posteriors = out_of_fold_posteriors(config, members, voxels, images, voxel_counts, folds)
 
-    black_levels = (inference.black_level_candidates if inference.black_level == AUTO
-                    else (max(inference.black_level, 0.0),))
+    # Voxels and temperature are scored at the black level the config fixes, or uncut while the run chooses it.
+    fixed_level = 0.0 if inference.black_level == AUTO else inference.black_level
 
     def score(images_by_member: np.ndarray, snapshots: int, black_level: float) -> dict[str, float]:
         kept = clear_faint_pixels(images_by_member[: train.ensemble * snapshots], black_level)
@@ -221,7 +221,7 @@ def choose(
         for (n, t), images_by_member in decoded.items():
             for s in snapshot_counts:
                 rows.append({"selected_voxels": n, "snapshots": s, "temperature": t,
-                             **score(images_by_member, s, 0.0 if inference.black_level == AUTO else black_levels[0])})
+                             **score(images_by_member, s, fixed_level)})
         return rows
 
     counts = sorted({n for n, _ in posteriors})
@@ -238,11 +238,11 @@ def choose(
     epochs = snapshot_epochs(dataclasses.replace(train, snapshots=best["snapshots"]))
     choice = Choice(best["selected_voxels"], best["snapshots"], epochs, best["temperature"], folds, rows)
     if inference.black_level != AUTO:
-        return dataclasses.replace(choice, black_level=black_levels[0])
+        return dataclasses.replace(choice, black_level=fixed_level)
     # PCC barely moves with the black level, SSIM does: the level is chosen by SSIM for the chosen decode, among
     # those that leave no reconstruction blank (a blank image has no PCC, and validation ranks checkpoints by it).
     chosen = decoded[(best["selected_voxels"], best["temperature"])]
-    levels = [{"black_level": b, **score(chosen, best["snapshots"], b)} for b in black_levels]
+    levels = [{"black_level": b, **score(chosen, best["snapshots"], b)} for b in inference.black_level_candidates]
     eligible = [row for row in levels if np.isfinite(row["pcc"])] or levels[:1]
     return dataclasses.replace(choice, black_level=max(eligible, key=lambda row: row["ssim"])["black_level"],
                                black_levels=levels)
