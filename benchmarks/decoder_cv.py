@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     temperatures = tuple(float(t) for t in args.temperatures.split(","))
     members = range(len(run.member_origins))
     keys = member_keys(config, run.meta.stage)
-    black_level = max(config.inference.black_level, 0.0) if args.black_level is None else args.black_level
+    black_level = config.inference.black_level_in_use if args.black_level is None else args.black_level
     reconstructions = {
         ("D-VAE/GAN", n, t): clear_faint_pixels(decoded, black_level).mean(axis=0)
         for (n, t), decoded in choices.out_of_fold_reconstructions(

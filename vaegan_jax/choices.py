@@ -209,7 +209,7 @@ def choose(
     posteriors = out_of_fold_posteriors(config, members, voxels, images, voxel_counts, folds)
 
     # Voxels and temperature are scored at the black level the config fixes, or uncut while the run chooses it.
-    fixed_level = 0.0 if inference.black_level == AUTO else inference.black_level
+    fixed_level = inference.black_level_in_use
 
     def score(images_by_member: np.ndarray, snapshots: int, black_level: float) -> dict[str, float]:
         kept = clear_faint_pixels(images_by_member[: train.ensemble * snapshots], black_level)

@@ -176,6 +176,11 @@ class InferenceConfig:
     black_level: float = 0.0
     black_level_candidates: tuple[float, ...] = (0.0, 0.02, 0.05)
 
+    @property
+    def black_level_in_use(self) -> float:
+        """The black level decoding applies: none while the run has yet to choose one (-1)."""
+        return max(self.black_level, 0.0)
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:

@@ -32,8 +32,7 @@ class Reconstructor:
 
     def __init__(self, config: Config, mesh: Mesh) -> None:
         self.mesh = mesh
-        # -1 is a black level the run has yet to choose (choices.py): until then, none.
-        self.black_levels = {"fmri": max(config.inference.black_level, 0.0), "image": 0.0}
+        self.black_levels = {"fmri": config.inference.black_level_in_use, "image": 0.0}
         self._programs = {
             path: jax.jit(jax.vmap(make_reconstruct(config, encoder), in_axes=(0, None, 0)))
             for path, encoder in PATHS.items()
