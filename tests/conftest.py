@@ -40,7 +40,7 @@ from vaegan_jax.training import Trainer, run_training  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 N_VOXELS = 16
-# 24 training trials: 4 carved off for validation leave 20, four batches of 5 (one compiled chunk per epoch).
+# 24 training trials: 4 carved off for validation leave 20, four batches of 5 (one compiled step, called four times).
 N_TRAIN, N_TEST = 24, 4
 TINY_ARGS = ["--preset", "tiny", "--no-extra-images", "--no-progress"]
 
@@ -198,8 +198,7 @@ def run_dir(tiny_config: Config, tmp_path_factory: pytest.TempPathFactory) -> Pa
     The synthetic set, not conftest's small file: its ten test trials allow 5- and 10-way identification.
     The cognitive encoder reads 300 selected voxels, so evaluation has to rebuild the selection.
     """
-    # One step per compiled call: on the CPU, unrolled multi-step programs cost more to compile than to run here.
-    config = config_lib.override(tiny_config, ["train.epochs=1,1,1", "train.steps_per_call=1", "train.selected_voxels=300"])
+    config = config_lib.override(tiny_config, ["train.epochs=1,1,1", "train.selected_voxels=300"])
     out = tmp_path_factory.mktemp("eval") / "run"
     run_training(config, load_synthetic(), out, progress=False, log=lambda message: None,
                  origin=DataOrigin(synthetic_seed=0))

@@ -41,7 +41,7 @@ def test_the_compute_dtype_is_the_one_the_convolutions_and_dense_layers_run_in(d
 
 @pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_parameters_and_finite_losses(dataset, tiny_config):
-    config = config_lib.override(tiny_config, ["model.compute_dtype=bfloat16", "train.steps_per_call=1"])
+    config = config_lib.override(tiny_config, ["model.compute_dtype=bfloat16"])
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, image_size=dataset.image_size))
     data = prepare(dataset, config.train.val_trials, config.train.split_seed)
     arrays = {"image": to_model_images(data.fit.images, dataset.image_size), "voxels": jnp.asarray(data.fit.voxels)}

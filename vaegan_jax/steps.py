@@ -8,6 +8,7 @@ update step is the same function of (states, batch, key) specialised by (stage, 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -109,6 +110,8 @@ def weights_of(state: TrainState) -> dict[str, Any]:
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
+# One compiled program: run op by op, initialisation compiled some hundred small ones (5-8 s on the CPU).
+@functools.partial(jax.jit, static_argnums=(0, 1))
 def create_states(config: Config, n_voxels: int, key: jax.Array) -> States:
     """Freshly initialised train states of all four networks (with averages where `train.weight_average` asks)."""
     networks = build_networks(config.model)
