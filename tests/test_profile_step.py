@@ -49,5 +49,6 @@ def test_profile_of_a_tiny_stage_runs_and_accounts_for_its_operations():
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.split()}
     by_kind = {kind: float(rows[kind][1]) for kind in profile_step.KINDS}
     assert by_kind["convolution"] > 0 and by_kind["dot"] > 0
-    assert float(rows["all"][1]) == pytest.approx(sum(by_kind.values()), abs=0.2)
+    # Every figure is printed to 0.1, so the kinds' sum may miss the total by half of that per figure.
+    assert float(rows["all"][1]) == pytest.approx(sum(by_kind.values()), abs=0.05 * (len(by_kind) + 1) + 1e-9)
     assert "operations running at once" in result.stdout
