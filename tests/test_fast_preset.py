@@ -10,13 +10,14 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, write_small_dataset
+from conftest import REPO, assert_trees_identical, flat_arrays, write_small_dataset
 from vaegan_jax import cli
+from vaegan_jax.checkpoints import load_checkpoint
 from vaegan_jax.data import load_dataset
 from vaegan_jax.data.prepare import to_model_images
 from vaegan_jax import load_run
 from vaegan_jax.models import build_networks
-from vaegan_jax.steps import take_member
+from vaegan_jax.steps import AVERAGED, take_member, weights_of
 from vaegan_jax.runs import RunPaths
 
 pytestmark = pytest.mark.slow
@@ -64,3 +65,10 @@ def test_the_fast_preset_trains_with_extras_a_ridge_started_encoder_and_its_own_
     fmri_path = means("cognitive_encoder", jax.numpy.asarray(data.model_voxels(data.fit)))
     correlations = [np.corrcoef(a, b)[0, 1] for a, b in zip(image_path.T, fmri_path.T)]
     assert np.mean(correlations) > 0.5, correlations
+
+    # Stage I handed on its image path's weight averages (the preset's train.weight_average) and the paired
+    # stages left them alone; without the hand-on these would be stage I's last weights, not their 3-step mean.
+    saved = take_member(load_checkpoint(run).arrays.states, 0)
+    for name in AVERAGED:
+        weights, average = flat_arrays(weights_of(saved[name])), flat_arrays(saved[name].average)
+        assert_trees_identical(weights, average)

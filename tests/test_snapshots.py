@@ -1,4 +1,5 @@
-"""Stage-I snapshots as members: a snapshot ensemble that costs no further stage-I training (config, choices, training)."""
+"""Stage-I snapshots as members: a snapshot ensemble that costs no further stage-I training (config, choices,
+training), grown from the weight averages stage I hands on."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import flat_arrays
 from vaegan_jax import choices, load_run, metrics
 from vaegan_jax import config as config_lib
+from vaegan_jax.checkpoints import load_checkpoint
 from vaegan_jax.config import Config, member_count, member_origins, most_snapshots, snapshot_epochs
 from vaegan_jax.data import Dataset
 from vaegan_jax.data.prepare import prepare
 from vaegan_jax.errors import ConfigError
-from vaegan_jax.steps import create_states, member_keys
+from vaegan_jax.steps import AVERAGED, create_states, member_keys, weights_of
 from vaegan_jax.training import resolve_image_size, run_training
 
 from test_choices import CHOOSING
@@ -75,27 +78,40 @@ def test_a_candidate_of_s_snapshots_averages_the_latest_s(tiny_config: Config, d
 def test_snapshot_members_grow_from_stage_one_checkpoints_and_survive_a_resume(
     tiny_config: Config, dataset: Dataset, tmp_path: Path
 ) -> None:
+    # Stage I averages the image path's weights (train.weight_average), so what it hands on differs from its
+    # last weights and a member grown from the last weights would show.
     config = config_lib.override(tiny_config, [
         *CHOOSING, "train.voxel_candidates=4", "inference.temperature_candidates=1", "train.epochs=2,1,0",
-        "train.snapshots=-1", "train.snapshot_candidates=2", "train.snapshot_every=1",
+        "train.snapshots=-1", "train.snapshot_candidates=2", "train.snapshot_every=1", "train.weight_average=0.5",
     ])
     run = tmp_path / "run"
     _, report, _ = run_training(config, dataset, run, progress=False, log=lambda message: None)
     assert json.loads((run / "choices.json").read_text())["stage1_epochs"] == [2, 1]
     assert [(m["seed"], m["stage1_epoch"]) for m in report["members"]] == [(0, 2), (0, 1)]
 
-    def visual_kernels(step: int) -> list[np.ndarray]:
-        states = load_run(run / "checkpoints" / str(step)).states
-        return [np.asarray(leaf) for leaf in jax.tree.leaves(states["visual_encoder"].params)]
+    def leaves(tree: object) -> list[np.ndarray]:
+        return list(flat_arrays(tree).values())
 
-    # Stage II leaves the visual encoder alone: member k's is still that of stage-I epoch 2 - k.
-    after, end, before = visual_kernels(3), visual_kernels(2), visual_kernels(1)
-    for trained, first, second in zip(after, end, before):
-        np.testing.assert_array_equal(trained, np.concatenate([first, second]))
+    def saved(step: int, name: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The network's weights and moving average as checkpoint `step` holds them."""
+        state = load_checkpoint(run / "checkpoints" / str(step)).arrays.states[name]
+        return leaves(weights_of(state)), leaves(state.average)
+
+    after_stage_two = {name: saved(3, name)[0] for name in AVERAGED}
+    for name in AVERAGED:
+        (last, end), (_, earlier) = saved(2, name), saved(1, name)
+        assert any(not np.array_equal(a, w) for a, w in zip(end, last))
+        # Stage II leaves the image path alone: member k still holds stage-I epoch 2 - k's average.
+        for got, first, second in zip(after_stage_two[name], end, earlier):
+            np.testing.assert_array_equal(got, np.concatenate([first, second]))
+        # A stage-I checkpoint decodes with what stage I hands on.
+        for got, want in zip(leaves(weights_of(load_run(run / "checkpoints" / "2").states[name])), end):
+            np.testing.assert_array_equal(got, want)
     # As if killed after the choice and before stage II's checkpoint: the resumed run rebuilds the members.
     shutil.rmtree(run / "checkpoints" / "3")
     _, resumed, _ = run_training(config, dataset, run, resume=True, progress=False, log=lambda message: None)
     assert resumed["checkpoint_step"] == 3 and len(resumed["members"]) == 2
-    for trained, again in zip(after, visual_kernels(3)):
-        np.testing.assert_array_equal(trained, again)
+    for name in AVERAGED:
+        for got, want in zip(saved(3, name)[0], after_stage_two[name]):
+            np.testing.assert_array_equal(got, want)
     assert resumed["test"]["pcc_fmri"] == pytest.approx(report["test"]["pcc_fmri"], abs=1e-6)

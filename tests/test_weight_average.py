@@ -1,25 +1,16 @@
-"""Stage I's moving average of the image path's weights (`train.weight_average`): kept by its steps, handed on
-to stage II, and the same after a resume."""
+"""Stage I's moving average of the image path's weights (`train.weight_average`): kept by its steps and handed
+on to stage II (a whole run's hand-on, also after a resume: test_snapshots; the `fast` preset's: test_fast_preset)."""
 
 from __future__ import annotations
-
-import shutil
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 from vaegan_jax import config as config_lib
-from vaegan_jax import load_run
-from vaegan_jax.checkpoints import load_checkpoint
 from vaegan_jax.config import Config
-from vaegan_jax.data import Dataset
 from vaegan_jax.errors import ConfigError
-from vaegan_jax.steps import STAGES, create_states, hand_on_averages, make_train_step, weights_of
-from vaegan_jax.training import run_training
-
-AVERAGED = ("generator", "visual_encoder")
+from vaegan_jax.steps import AVERAGED, STAGES, create_states, hand_on_averages, make_train_step, weights_of
 
 
 def leaves(tree: object) -> list[np.ndarray]:
@@ -79,39 +70,3 @@ def test_without_averaging_no_network_keeps_an_average(tiny_config: Config) -> N
 def test_a_decay_outside_zero_to_one_is_refused(tiny_config: Config, decay: str) -> None:
     with pytest.raises(ConfigError, match="weight_average"):
         config_lib.override(tiny_config, [f"train.weight_average={decay}"])
-
-
-@pytest.mark.slow
-def test_stage_two_starts_from_stage_ones_averages_also_after_a_resume(
-    tiny_config: Config, dataset: Dataset, tmp_path: Path
-) -> None:
-    base = config_lib.override(tiny_config, ["train.weight_average=0.5", "train.epochs=2,1,0", "train.snapshot_every=1"])
-    quiet = {"progress": False, "log": lambda message: None}
-    # Two stage-I snapshots as members keep both stage-I checkpoints on disk; one member alone keeps none.
-    snapshots, alone = tmp_path / "snapshots", tmp_path / "alone"
-    run_training(config_lib.override(base, ["train.snapshots=2"]), dataset, snapshots, **quiet)
-    run_training(base, dataset, alone, **quiet)
-    stage_one = {step: load_checkpoint(snapshots / "checkpoints" / str(step)).arrays.states for step in (1, 2)}
-
-    def weights(run: Path, step: int) -> dict[str, list[np.ndarray]]:
-        states = load_run(run / "checkpoints" / str(step)).states
-        return {name: leaves(weights_of(states[name])) for name in AVERAGED}
-
-    after_stage_two = weights(snapshots, 3)
-    for name in AVERAGED:
-        end, earlier = leaves(stage_one[2][name].average), leaves(stage_one[1][name].average)
-        assert any(not np.array_equal(a, w) for a, w in zip(end, leaves(weights_of(stage_one[2][name]))))
-        # Stage II leaves the image path alone: it still holds the averages stage I handed on.
-        for got, first, second in zip(after_stage_two[name], end, earlier):
-            np.testing.assert_array_equal(got, np.concatenate([first, second]))
-        for got, want in zip(weights(alone, 3)[name], end):
-            np.testing.assert_array_equal(got, want)
-        # A stage-I checkpoint decodes with what stage I hands on.
-        for got, want in zip(weights(snapshots, 2)[name], end):
-            np.testing.assert_array_equal(got, want)
-    # As if killed at the end of stage I: the resumed run hands the averages on again.
-    shutil.rmtree(snapshots / "checkpoints" / "3")
-    run_training(config_lib.override(base, ["train.snapshots=2"]), dataset, snapshots, resume=True, **quiet)
-    for name in AVERAGED:
-        for got, want in zip(weights(snapshots, 3)[name], after_stage_two[name]):
-            np.testing.assert_array_equal(got, want)
