@@ -163,6 +163,11 @@ def flat_arrays(tree: Any) -> dict[str, np.ndarray]:
     return out
 
 
+def leaves(tree: Any) -> list[np.ndarray]:
+    """A pytree's array leaves as numpy, in tree order."""
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
+
+
 def assert_trees_identical(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
     """Same keys, dtypes, shapes and bit-for-bit values; a NaN equals nothing, so two diverged runs differ."""
     assert a.keys() == b.keys()

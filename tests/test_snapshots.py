@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import flat_arrays
+from conftest import leaves
 from vaegan_jax import choices, load_run, metrics
 from vaegan_jax import config as config_lib
 from vaegan_jax.checkpoints import load_checkpoint
@@ -89,29 +89,28 @@ def test_snapshot_members_grow_from_stage_one_checkpoints_and_survive_a_resume(
     assert json.loads((run / "choices.json").read_text())["stage1_epochs"] == [2, 1]
     assert [(m["seed"], m["stage1_epoch"]) for m in report["members"]] == [(0, 2), (0, 1)]
 
-    def leaves(tree: object) -> list[np.ndarray]:
-        return list(flat_arrays(tree).values())
+    def saved(step: int) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
+        """Each averaged network's weights and moving average as checkpoint `step` holds them."""
+        states = load_checkpoint(run / "checkpoints" / str(step)).arrays.states
+        return {name: (leaves(weights_of(states[name])), leaves(states[name].average)) for name in AVERAGED}
 
-    def saved(step: int, name: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """The network's weights and moving average as checkpoint `step` holds them."""
-        state = load_checkpoint(run / "checkpoints" / str(step)).arrays.states[name]
-        return leaves(weights_of(state)), leaves(state.average)
-
-    after_stage_two = {name: saved(3, name)[0] for name in AVERAGED}
+    stage_one_end, stage_one_earlier, stage_two = saved(2), saved(1), saved(3)
+    decoded = load_run(run / "checkpoints" / "2").states
     for name in AVERAGED:
-        (last, end), (_, earlier) = saved(2, name), saved(1, name)
+        (last, end), (_, earlier) = stage_one_end[name], stage_one_earlier[name]
         assert any(not np.array_equal(a, w) for a, w in zip(end, last))
         # Stage II leaves the image path alone: member k still holds stage-I epoch 2 - k's average.
-        for got, first, second in zip(after_stage_two[name], end, earlier):
+        for got, first, second in zip(stage_two[name][0], end, earlier):
             np.testing.assert_array_equal(got, np.concatenate([first, second]))
         # A stage-I checkpoint decodes with what stage I hands on.
-        for got, want in zip(leaves(weights_of(load_run(run / "checkpoints" / "2").states[name])), end):
+        for got, want in zip(leaves(weights_of(decoded[name])), end):
             np.testing.assert_array_equal(got, want)
     # As if killed after the choice and before stage II's checkpoint: the resumed run rebuilds the members.
     shutil.rmtree(run / "checkpoints" / "3")
     _, resumed, _ = run_training(config, dataset, run, resume=True, progress=False, log=lambda message: None)
     assert resumed["checkpoint_step"] == 3 and len(resumed["members"]) == 2
+    resumed_stage_two = saved(3)
     for name in AVERAGED:
-        for got, want in zip(saved(3, name)[0], after_stage_two[name]):
+        for got, want in zip(resumed_stage_two[name][0], stage_two[name][0]):
             np.testing.assert_array_equal(got, want)
     assert resumed["test"]["pcc_fmri"] == pytest.approx(report["test"]["pcc_fmri"], abs=1e-6)

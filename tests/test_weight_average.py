@@ -7,14 +7,11 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import leaves
 from vaegan_jax import config as config_lib
 from vaegan_jax.config import Config
 from vaegan_jax.errors import ConfigError
 from vaegan_jax.steps import AVERAGED, STAGES, create_states, hand_on_averages, make_train_step, weights_of
-
-
-def leaves(tree: object) -> list[np.ndarray]:
-    return [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
 
 
 @pytest.fixture(scope="module")
