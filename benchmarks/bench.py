@@ -65,6 +65,7 @@ from vaegan_jax import config as config_lib  # noqa: E402
 from vaegan_jax.data import load_synthetic  # noqa: E402
 from vaegan_jax.errors import ConfigError  # noqa: E402
 from vaegan_jax.runs import RunPaths  # noqa: E402
+from vaegan_jax.sharding import place_members  # noqa: E402
 from vaegan_jax.steps import STAGES, States, make_train_step, take_member  # noqa: E402
 from vaegan_jax.training import Trainer  # noqa: E402
 
@@ -137,7 +138,8 @@ def xla_buffer_mib(compiled: jax.stages.Compiled) -> float:
 
 
 class StageBench:
-    """Compiled single step and EpochRunner chunk of one (preset, stage), with their own donated states."""
+    """Compiled single step and EpochRunner chunk of one (preset, stage), each compiled on demand, with their own
+    donated states."""
 
     def __init__(self, trainer: Trainer, stage_number: int) -> None:
         self.stage = STAGES[stage_number - 1]
@@ -147,17 +149,21 @@ class StageBench:
         self.batch = {k: v[: self.batch_size] for k, v in self.data.items()}
         self.runner = trainer.epoch_runners[stage_number]
         self.key = jax.random.key(1)
-        self.step_states: States = _copy(take_member(trainer.states, 0))
         self.trainer_states = trainer.states
+        self.calls = 0
+        self.chunk_compiled: jax.stages.Compiled | None = None
+
+    def compile_step(self) -> float:
+        """Compile the single jitted step and record its flops and buffers; returns its compile time in seconds."""
+        self.step_states: States = _copy(take_member(self.trainer_states, 0))
         step = jax.jit(make_train_step(self.config, self.stage), donate_argnums=(0,))
         start = time.perf_counter()
         self.step = step.lower(self.step_states, self.batch, self.key).compile()
-        self.compile_s = time.perf_counter() - start
+        seconds = time.perf_counter() - start
         self.flops = float(self.step.cost_analysis()["flops"])
         self.xla_mib = xla_buffer_mib(self.step)
-        self.calls = 0
         _timed(self._step_call)  # warm-up: first-call allocations
-        self.chunk_compiled: jax.stages.Compiled | None = None
+        return seconds
 
     def _step_call(self) -> Any:
         key = jax.random.fold_in(self.key, self.calls)
@@ -175,18 +181,21 @@ class StageBench:
         order, keys = self.runner.plan(jax.random.split(jax.random.key(2), self.config.train.ensemble))
         self.order, self.chunk_keys = order[:, : self.chunk], keys[:, : self.chunk]
         self.chunk_states: States = _copy(self.trainer_states)
+        self.member_loss = place_members(self.runner.member_loss, self.runner.mesh)
         start = time.perf_counter()
         # The chunk's batches are laid out on the run's mesh, which tracing reads from the context.
         with jax.set_mesh(self.runner.mesh):
             self.chunk_compiled = self.runner.run_chunk.lower(
-                self.chunk_states, self.data, self.order, self.chunk_keys
+                self.chunk_states, self.data, self.order, self.chunk_keys, self.member_loss
             ).compile()
         seconds = time.perf_counter() - start
         _timed(self._chunk_call)  # warm-up
         return seconds
 
     def _chunk_call(self) -> Any:
-        self.chunk_states, metrics = self.chunk_compiled(self.chunk_states, self.data, self.order, self.chunk_keys)
+        self.chunk_states, metrics = self.chunk_compiled(
+            self.chunk_states, self.data, self.order, self.chunk_keys, self.member_loss
+        )
         return self.chunk_states, metrics
 
     def time_chunk(self, reps: int) -> list[float]:
@@ -254,6 +263,7 @@ def measure(
     bench: StageBench, steps: int, epoch: bool, peer: Callable[[], float] | None, rounds: int
 ) -> tuple[Row, dict[str, Any] | None]:
     """Time a stage: `rounds` rounds, each after one peer run when `peer` is given."""
+    step_compile = bench.compile_step()
     epoch_compile = bench.compile_chunk() if epoch else None
     step_samples: list[float] = []
     epoch_samples: list[float] = []
@@ -284,7 +294,7 @@ def measure(
     row = Row(
         preset=bench.config.preset, stage=bench.stage.number, batch=bench.batch_size,
         image_size=bench.config.model.image_size, learners=list(bench.stage.learners),
-        compile_s=bench.compile_s, step_ms=step_ms, step_ms_samples=step_samples, flops=bench.flops,
+        compile_s=step_compile, step_ms=step_ms, step_ms_samples=step_samples, flops=bench.flops,
         gflops_per_s=gflops, matmul_gflops_per_s=statistics.median(rates), matmul_gflops_samples=rates,
         matmul_fraction=fraction(step_samples),
         xla_mib=bench.xla_mib, peak_mib=peak_memory_mib(),
@@ -379,8 +389,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.peer and PEER_PRESET not in presets:
         presets.insert(0, PEER_PRESET)
     peer = (lambda: run_peer(args.peer, args.peer_script, args.peer_steps)) if args.peer else None
-    # Compile times are part of the result: never load programs from a persistent cache.
-    jax.config.update("jax_enable_compilation_cache", False)
     dataset = load_synthetic()
     # The peer suffers far more than XLA from other processes on the cores: record how busy the machine was.
     load_start = os.getloadavg()
@@ -437,4 +445,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # Compile times are part of the result: never load programs from a persistent cache.
+    jax.config.update("jax_enable_compilation_cache", False)
     sys.exit(main())
