@@ -6,7 +6,8 @@ For each seed it runs, in fresh processes, exactly what a user would:
     python eval.py --ckpt OUT/seedS --baselines ridge,latent-ridge --baseline-voxels selected
 (the second only when the run selects voxels: the baselines again, reading the model's voxels) and prints
 a Markdown table of the test figures, mean ± sd (ddof 1) over the seeds of each run's mean over trials,
-with the per-seed PCCs and the wall time of each training run. Runs already finished in OUT
+with the per-seed PCCs, the model's lead over each ridge and latent-ridge row on every measure (issue 14's
+check) and the wall time of each training run. Runs already finished in OUT
 are reused (their eval report too), so an interrupted table can be completed.
 
     .venv/bin/python benchmarks/results.py --out results
@@ -28,6 +29,7 @@ BASELINES = "ridge,mean,latent-ridge"
 LIKE_FOR_LIKE = "ridge,latent-ridge"
 SELECTED = " (model's voxels)"
 MEASURES = (("pcc", "PCC", ".3f"), ("mse", "MSE", ".4f"), ("ssim", "SSIM", ".3f"), ("ident_2way", "2-way", ".3f"))
+LOWER_IS_BETTER = {"mse"}
 LABELS = {
     "model": "**D-VAE/GAN**", "ridge": "ridge, voxels -> pixels", "latent-ridge": "latent-ridge",
     "mean": "mean training image",
@@ -83,6 +85,25 @@ def table(reports: dict[int, dict]) -> str:
     return "\n".join(lines)
 
 
+def seed_mean(reports: dict[int, dict], method: str, key: str) -> float:
+    """The mean over seeds of a method's per-run mean over trials."""
+    return statistics.mean(r["methods"][method]["aggregate"][key]["mean"] for r in reports.values())
+
+
+def margins(reports: dict[int, dict], baseline: str) -> str:
+    """The model's lead over `baseline` on each measure, its seeds' means against the baseline's, as issue 14 checks it."""
+    cells = []
+    for key, label, spec in MEASURES:
+        lead = seed_mean(reports, "model", key) - seed_mean(reports, baseline, key)
+        if key in LOWER_IS_BETTER:
+            lead = -lead
+        # A lead that rounds to zero where it is printed is a tie (and `or` turns -0.0 into 0.0).
+        shown = float(format(lead, spec)) or 0.0
+        verdict = "ahead" if shown > 0 else "level" if shown == 0 else "behind"
+        cells.append(f"{label} {format(shown, '+' + spec)} ({verdict})")
+    return f"model's lead over {baseline} (lower MSE counts as ahead): " + ", ".join(cells)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train and evaluate every seed, then print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         f"seed {seed} " + " / ".join(f"{r['methods'][m]['aggregate']['pcc']['mean']:.3f}" for m in methods)
         for seed, r in reports.items()
     ))
+    for baseline in methods:
+        if baseline != "model" and baseline.removesuffix(SELECTED) in LIKE_FOR_LIKE.split(","):
+            print(margins(reports, baseline))
     print("training wall time: " + ", ".join(
         f"seed {seed} {'(earlier run)' if t is None else f'{t / 60:.1f} min'}" for seed, t in times.items()
     ))
