@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as workdir:
         trainer = make_trainer(args.preset, load_synthetic(), Path(workdir), overrides=tuple(args.overrides))
         stage = StageBench(trainer, args.stage)
+        stage.compile_step()
         known = operations(stage.step.as_text())
         stage.time_step(2)
         matmul = matmul_rate()
