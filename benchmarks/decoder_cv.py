@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                         "run's own black level; 0 for a checkpoint saved before the run chose it)")
     parser.add_argument("--baselines", default="", help="comma-separated baselines of eval.py (ridge, mean, "
                         "latent-ridge) to cross-validate on the same folds and compare with the model")
+    parser.add_argument("--readout-mix", type=float, help="mix of the inverted encoding model in the readout "
+                        "(train.readout_mix; default: the run's own, 0 for a checkpoint saved before the run chose it)")
     args = parser.parse_args(argv)
     run = load_run(args.ckpt, args.step)
     config = run.config
@@ -70,24 +72,25 @@ def main(argv: list[str] | None = None) -> int:
     members = range(len(run.member_origins))
     keys = member_keys(config, run.meta.stage)
     black_level = config.inference.black_level_in_use if args.black_level is None else args.black_level
+    readout_mix = max(config.train.readout_mix, 0.0) if args.readout_mix is None else args.readout_mix
+    data = run.prepare(dataset)
+    extras = data.extra_images if config.train.use_extra_images else None
     reconstructions = {
         ("D-VAE/GAN", n, t): clear_faint_pixels(decoded, black_level).mean(axis=0)
         for (n, t), decoded in choices.out_of_fold_reconstructions(
             config, [take_member(run.states, k) for k in members], [keys[k] for k in members],
-            voxels, images, counts, temperatures, args.folds,
+            voxels, images, counts, temperatures, args.folds, extras, readout_mix,
         ).items()
     }
     if baselines:
-        data = run.prepare(dataset)
-        extras = data.extra_images if config.train.use_extra_images else None
         for name in baselines:
             decoder = BASELINES[name]().fit(data.fit.voxels, data.fit.images, extras)
             for fold in choices.cross_validation_folds(voxels, images, counts, args.folds):
                 decoded = decoder.fit_readout(fold.train_voxels, images[fold.train]).predict(fold.held_out_voxels)
                 reconstructions.setdefault((name, fold.voxel_count, None), np.zeros_like(images))[fold.held_out] = decoded
     scores = {setting: metrics.reconstruction_metrics(images, decoded) for setting, decoded in reconstructions.items()}
-    print(f"{run.checkpoint.path}: {len(images)} training trials, {args.folds} folds, the model's black level "
-          f"{black_level:g}; test split not read")
+    print(f"{run.checkpoint.path}: {len(images)} training trials, {args.folds} folds, the model's readout mix "
+          f"{readout_mix:g} and black level {black_level:g}; test split not read")
     print(f"{'method':<12} {'voxels':>7} {'temp':>5} " + " ".join(f"{label:>7}" for label in LABELS))
     for (method, n_voxels, t), score in scores.items():
         temperature = "-" if t is None else f"{t:.2f}"

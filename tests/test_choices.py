@@ -11,11 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from vaegan_jax import choices, metrics
+from vaegan_jax import choices, initialisation, metrics
 from vaegan_jax import config as config_lib
 from vaegan_jax.config import Config
 from vaegan_jax.data import Dataset
-from vaegan_jax.data.prepare import prepare, select_voxels
+from vaegan_jax.data.prepare import prepare, select_voxels, to_model_images
 from vaegan_jax.errors import ConfigError
 from vaegan_jax import load_run
 from vaegan_jax.steps import create_states, member_keys
@@ -28,6 +28,7 @@ CHOOSING = [
     "inference.temperature=-1", "inference.samples=4", "train.voxel_candidates=4,8,0",
     "inference.temperature_candidates=0,1", "train.choice_folds=4", "train.epochs=1,1,1",
     "inference.black_level=-1", "inference.black_level_candidates=0,0.3,0.6",
+    "train.readout_mix=-1", "train.readout_mix_candidates=0,0.5",
 ]
 
 
@@ -59,6 +60,12 @@ def test_the_run_records_its_choice_and_its_evidence(chosen_run: Path, dataset: 
     saved = config_lib.from_dict(json.loads((chosen_run / "config.json").read_text()))
     assert saved.train.selected_voxels == best["selected_voxels"]
     assert saved.inference.temperature == best["temperature"]
+    mixes = record["readout_mix"]["candidates"]
+    assert [row["readout_mix"] for row in mixes] == [0.0, 0.5] and record["readout_mix"]["criterion"] == "pcc"
+    # Voxels and temperature are chosen with the first mix: its row is the best candidate's decode again.
+    assert mixes[0]["pcc"] == best["pcc"] and mixes[0]["ssim"] == best["ssim"]
+    assert mixes[1]["pcc"] != best["pcc"], "the mixed readout decodes other reconstructions"
+    assert saved.train.readout_mix == chosen["train.readout_mix"] == max(mixes, key=lambda row: row["pcc"])["readout_mix"]
     levels = record["black_level"]["candidates"]
     assert [row["black_level"] for row in levels] == [0.0, 0.3, 0.6] and record["black_level"]["criterion"] == "ssim"
     eligible = [row for row in levels if np.isfinite(row["pcc"])]
@@ -195,17 +202,25 @@ def test_decoder_cv_cross_validates_a_trained_run_over_its_training_trials(
     assert decoder_cv.main(["--ckpt", str(chosen_run), "--voxels", "0,4", "--temperatures", "0,1", "--folds", "3",
                             "--baselines", "ridge", "--black-level", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert f"{N_TRAIN} training trials, 3 folds, the model's black level 0; test split not read" in lines[0]
+    mix = load_run(str(chosen_run)).config.train.readout_mix
+    assert (f"{N_TRAIN} training trials, 3 folds, the model's readout mix {mix:g} and black level 0; test split not "
+            "read") in lines[0]
     rows = [line.split() for line in lines[2:-1]]
     assert [(row[0], int(row[1]), row[2]) for row in rows] == [
         ("D-VAE/GAN", N_VOXELS, "0.00"), ("D-VAE/GAN", N_VOXELS, "1.00"), ("D-VAE/GAN", 4, "0.00"),
         ("D-VAE/GAN", 4, "1.00"), ("ridge", N_VOXELS, "-"), ("ridge", 4, "-")]
     assert all(-1 <= float(row[3]) <= 1 for row in rows)
     assert lines[-1].startswith("D-VAE/GAN (") and ") - ridge (" in lines[-1] and "SSIM" in lines[-1]
+    other_mix = 0.5 if mix == 0 else 0.0
+    assert decoder_cv.main(["--ckpt", str(chosen_run), "--voxels", "4", "--temperatures", "1", "--folds", "3",
+                            "--black-level", "0", "--readout-mix", str(other_mix)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"the model's readout mix {other_mix:g} and black level 0;" in lines[0]
+    assert lines[2].split()[:3] == ["D-VAE/GAN", "4", "1.00"]
     assert decoder_cv.main(["--ckpt", str(chosen_run), "--voxels", "4", "--temperatures", "1", "--folds", "3",
                             "--black-level", "0.3"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "the model's black level 0.3;" in lines[0] and lines[2].split()[:3] == ["D-VAE/GAN", "4", "1.00"]
+    assert "black level 0.3;" in lines[0] and lines[2].split()[:3] == ["D-VAE/GAN", "4", "1.00"]
 
 
 def test_every_reader_of_the_voxels_shares_the_folds_and_sees_only_its_training_trials() -> None:
@@ -230,3 +245,16 @@ def _load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_stage_two_starts_from_the_readout_mix_the_run_chose(stage1_networks: tuple) -> None:
+    config, (states,), _, voxels, images = stage1_networks
+    model_images, prior_images = to_model_images(images, config.model.image_size), to_model_images(images[::-1], config.model.image_size)
+    latents = initialisation.visual_latent_means(config, states, model_images)
+    prior = initialisation.visual_latent_means(config, states, prior_images[:5])
+    ridge = initialisation.fit_latent_readout(voxels, latents)
+    inverted = initialisation.encoding_readout(voxels.astype(np.float64), latents.astype(np.float64), prior.astype(np.float64))
+    for mix, expected in ((0.0, ridge.coef), (0.5, 0.5 * (ridge.coef + inverted.coef))):
+        mixed = config_lib.override(config, [f"train.readout_mix={mix}"])
+        start = initialisation.ridge_initialised_cognitive_encoder(mixed, states, voxels, model_images, prior_images[:5])
+        np.testing.assert_allclose(start["cognitive_encoder"].params["mu"]["kernel"], expected, rtol=1e-4, atol=1e-6)

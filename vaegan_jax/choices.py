@@ -53,14 +53,18 @@ class Choice:
     candidates: list[dict[str, Any]]
     black_level: float = 0.0
     black_levels: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    readout_mix: float = 0.0
+    readout_mixes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The choice and its evidence, as choices.json holds them."""
         return {
             "chosen": {"train.selected_voxels": self.selected_voxels, "train.snapshots": self.snapshots,
-                       "inference.temperature": self.temperature, "inference.black_level": self.black_level},
+                       "inference.temperature": self.temperature, "inference.black_level": self.black_level,
+                       "train.readout_mix": self.readout_mix},
             "stage1_epochs": list(self.snapshot_epochs),
             "criterion": "pcc", "folds": self.folds, "trials": "fit", "candidates": self.candidates,
+            "readout_mix": {"criterion": "pcc", "candidates": self.readout_mixes},
             "black_level": {"criterion": "ssim", "candidates": self.black_levels},
         }
 
@@ -71,9 +75,13 @@ class Choice:
         epochs = ", ".join(map(str, self.snapshot_epochs))
         snapshots = f"the networks of stage-I epochs {epochs}, " if self.snapshots > 1 else ""
         black = f", black level {self.black_level:g} (SSIM {self._black_row()['ssim']:.4f})" if self.black_levels else ""
+        mix = ""
+        if self.readout_mixes:
+            kept = next(row for row in self.readout_mixes if row["readout_mix"] == self.readout_mix)
+            mix = f", readout mix {self.readout_mix:g} (PCC {kept['pcc']:.4f})"
         return (
             f"chose {voxels}, {snapshots}decoding temperature {self.temperature:g} by {self.folds}-fold "
-            f"cross-validation on the fit trials (PCC {best['pcc']:.4f} of {len(self.candidates)} candidates){black}"
+            f"cross-validation on the fit trials (PCC {best['pcc']:.4f} of {len(self.candidates)} candidates){mix}{black}"
         )
 
     def _black_row(self) -> dict[str, Any]:
@@ -91,17 +99,19 @@ def summarize(record: dict[str, Any]) -> str:
         if chosen["train.snapshots"] > 1:
             parts.append(f"the networks of stage-I epochs {', '.join(map(str, record['stage1_epochs']))}")
         parts.append(f"decoding temperature {chosen['inference.temperature']:g}")
+        if chosen.get("train.readout_mix", 0) > 0:
+            parts.append(f"readout mix {chosen['train.readout_mix']:g}")
         if chosen.get("inference.black_level", 0) > 0:
             parts.append(f"black level {chosen['inference.black_level']:g}")
     return ", ".join(parts)
 
 
 def needs_choice(config: Config) -> bool:
-    """Whether the config leaves the voxel count, the snapshots, the temperature, the black level or the KL weight
-    to the run (-1)."""
+    """Whether the config leaves the voxel count, the snapshots, the temperature, the black level, the readout mix
+    or the KL weight to the run (-1)."""
     train, inference = config.train, config.inference
     return AUTO in (train.selected_voxels, train.snapshots, inference.temperature, inference.black_level,
-                    config.loss.kl_weight)
+                    train.readout_mix, config.loss.kl_weight)
 
 
 Posteriors = dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]
@@ -133,21 +143,28 @@ def cross_validation_folds(voxels: np.ndarray, images: np.ndarray, voxel_counts:
 
 
 def out_of_fold_posteriors(
-    config: Config, members: list[States], voxels: np.ndarray, images: np.ndarray, voxel_counts: tuple[int, ...], folds: int
+    config: Config, members: list[States], voxels: np.ndarray, images: np.ndarray, voxel_counts: tuple[int, ...],
+    folds: int, prior_images: np.ndarray | None = None, readout_mix: float = 0.0,
 ) -> Posteriors:
     """(voxel count, member) -> every trial's posterior (mu, logvar) by a readout fitted without the trial's fold.
 
     A count of 0 (or one above the voxels there are) means every voxel. The ridge-started cognitive encoder is
     linear, so each fold's readout is fitted and applied in latent space (initialisation.fit_latent_readout,
-    the very fit stage II starts from), onto each member's own visual latent.
+    the very fit stage II starts from, mixed by `readout_mix` with the inverted encoding model whose prior is
+    the visual latents of `prior_images`), onto each member's own visual latent.
     """
     model_images = to_model_images(images, config.model.image_size)
     targets = [initialisation.visual_latent_means(config, states, model_images) for states in members]
+    priors = [None] * len(members)
+    if readout_mix > 0 and prior_images is not None:
+        prior_model_images = to_model_images(prior_images, config.model.image_size)
+        priors = [initialisation.visual_latent_means(config, states, prior_model_images) for states in members]
     latent_shape = (len(images), targets[0].shape[1])
     posteriors = {}
     for fold in cross_validation_folds(voxels, images, voxel_counts, folds):
-        for k, target in enumerate(targets):
-            mu, logvar = initialisation.fit_latent_readout(fold.train_voxels, target[fold.train]).predict(fold.held_out_voxels)
+        for k, (target, prior) in enumerate(zip(targets, priors)):
+            readout = initialisation.fit_latent_readout(fold.train_voxels, target[fold.train], prior, readout_mix)
+            mu, logvar = readout.predict(fold.held_out_voxels)
             pair = posteriors.setdefault((fold.voxel_count, k), (np.zeros(latent_shape, np.float32),
                                                                 np.zeros(latent_shape, np.float32)))
             pair[0][fold.held_out], pair[1][fold.held_out] = mu, logvar
@@ -180,16 +197,19 @@ def out_of_fold_reconstructions(
     voxel_counts: tuple[int, ...],
     temperatures: tuple[float, ...],
     folds: int,
+    prior_images: np.ndarray | None = None,
+    readout_mix: float = 0.0,
 ) -> dict[tuple[int, float], np.ndarray]:
     """(voxel count, temperature) -> each member's reconstruction (member, trial, H, W) of each trial by a
     readout fitted without the trial's fold; the model's reconstruction is the average of its members'."""
-    posteriors = out_of_fold_posteriors(config, members, voxels, images, voxel_counts, folds)
+    posteriors = out_of_fold_posteriors(config, members, voxels, images, voxel_counts, folds, prior_images, readout_mix)
     counts = sorted({n for n, _ in posteriors})
     return decode_posteriors(config, members, keys, posteriors, counts, temperatures, images.shape[1])
 
 
 def choose(
-    config: Config, members: list[States], keys: list[jax.Array], voxels: np.ndarray, images: np.ndarray
+    config: Config, members: list[States], keys: list[jax.Array], voxels: np.ndarray, images: np.ndarray,
+    prior_images: np.ndarray | None = None,
 ) -> Choice:
     """Fill in the settings the config leaves to the run (-1), each candidate scored on its out-of-fold reconstructions.
 
@@ -198,15 +218,18 @@ def choose(
     Decoding at a temperature above 0 draws `inference.samples` posterior samples through G, the choice's main
     cost; only the `train.choice_shortlist` voxel counts that score best at temperature 0 (one G pass) are
     decoded at the others, as the voxel counts' order at temperature 0 foretold their order above it in every
-    run measured (docs/experiments.md).
+    run measured (docs/experiments.md). Voxels and temperature are chosen with the first readout mix candidate;
+    the other candidates are then scored at the chosen ones (`prior_images`: the encoding model's prior, stage
+    I's image-only extras).
     """
     train, inference = config.train, config.inference
     voxel_counts = train.voxel_candidates if train.selected_voxels == AUTO else (train.selected_voxels,)
     snapshot_counts = sorted({n for n in train.snapshot_candidates if n <= most_snapshots(train)}
                              if train.snapshots == AUTO else {train.snapshots})
     temperatures = inference.temperature_candidates if inference.temperature == AUTO else (inference.temperature,)
+    mixes = train.readout_mix_candidates if train.readout_mix == AUTO else (train.readout_mix,)
     folds = min(train.choice_folds, len(images))
-    posteriors = out_of_fold_posteriors(config, members, voxels, images, voxel_counts, folds)
+    posteriors = out_of_fold_posteriors(config, members, voxels, images, voxel_counts, folds, prior_images, mixes[0])
 
     # Voxels and temperature are scored at the black level the config fixes, or uncut while the run chooses it.
     fixed_level = inference.black_level_in_use
@@ -236,12 +259,23 @@ def choose(
                                                                    itertools.product(shortlist, warmer)})
     best = max(rows, key=lambda row: row["pcc"])
     epochs = snapshot_epochs(dataclasses.replace(train, snapshots=best["snapshots"]))
-    choice = Choice(best["selected_voxels"], best["snapshots"], epochs, best["temperature"], folds, rows)
+    choice = Choice(best["selected_voxels"], best["snapshots"], epochs, best["temperature"], folds, rows,
+                    readout_mix=mixes[0])
+    setting = (best["selected_voxels"], best["temperature"])
+    chosen = decoded[setting]
+    if train.readout_mix == AUTO:
+        decodes = {mixes[0]: chosen}
+        for mix in mixes[1:]:
+            mixed = out_of_fold_posteriors(config, members, voxels, images, setting[:1], folds, prior_images, mix)
+            decodes[mix] = decode_posteriors(config, members, keys, mixed, [setting[0]], setting[1:], size)[setting]
+        mix_rows = [{"readout_mix": mix, **score(decodes[mix], best["snapshots"], fixed_level)} for mix in mixes]
+        kept = max(mix_rows, key=lambda row: row["pcc"])["readout_mix"]
+        chosen = decodes[kept]
+        choice = dataclasses.replace(choice, readout_mix=kept, readout_mixes=mix_rows)
     if inference.black_level != AUTO:
         return dataclasses.replace(choice, black_level=fixed_level)
     # PCC barely moves with the black level, SSIM does: the level is chosen by SSIM for the chosen decode, among
     # those that leave no reconstruction blank (a blank image has no PCC, and validation ranks checkpoints by it).
-    chosen = decoded[(best["selected_voxels"], best["temperature"])]
     levels = [{"black_level": b, **score(chosen, best["snapshots"], b)} for b in inference.black_level_candidates]
     eligible = [row for row in levels if np.isfinite(row["pcc"])] or levels[:1]
     return dataclasses.replace(choice, black_level=max(eligible, key=lambda row: row["ssim"])["black_level"],
@@ -254,7 +288,8 @@ def unmade(config: Config, before: Config) -> Config:
     return dataclasses.replace(
         config,
         loss=dataclasses.replace(config.loss, kl_weight=before.loss.kl_weight),
-        train=dataclasses.replace(config.train, selected_voxels=before.train.selected_voxels, snapshots=before.train.snapshots),
+        train=dataclasses.replace(config.train, selected_voxels=before.train.selected_voxels, snapshots=before.train.snapshots,
+                                  readout_mix=before.train.readout_mix),
         inference=dataclasses.replace(config.inference, temperature=before.inference.temperature,
                                       black_level=before.inference.black_level),
     )
@@ -264,7 +299,8 @@ def apply(config: Config, choice: Choice) -> Config:
     """The config with the chosen settings written in."""
     return dataclasses.replace(
         config,
-        train=dataclasses.replace(config.train, selected_voxels=choice.selected_voxels, snapshots=choice.snapshots),
+        train=dataclasses.replace(config.train, selected_voxels=choice.selected_voxels, snapshots=choice.snapshots,
+                                  readout_mix=choice.readout_mix),
         inference=dataclasses.replace(config.inference, temperature=choice.temperature, black_level=choice.black_level),
     )
 
@@ -296,7 +332,8 @@ class PriorChoice:
 
 
 def choose_prior(
-    config: Config, members: list[States], keys: list[jax.Array], voxels: np.ndarray, images: np.ndarray
+    config: Config, members: list[States], keys: list[jax.Array], voxels: np.ndarray, images: np.ndarray,
+    prior_images: np.ndarray | None = None,
 ) -> PriorChoice:
     """The stage-I variant (KL weight) whose best candidate of `choose` scores highest, with that choice.
 
@@ -308,7 +345,7 @@ def choose_prior(
     for v, weight in enumerate(config.loss.kl_candidates):
         variant = dataclasses.replace(config, loss=dataclasses.replace(config.loss, kl_weight=weight))
         block = slice(v * ensemble, (v + 1) * ensemble)
-        choices_by_weight[weight] = choose(variant, members[block], keys[block], voxels, images)
+        choices_by_weight[weight] = choose(variant, members[block], keys[block], voxels, images, prior_images)
     rows = [{"kl_weight": weight, **max(choice.candidates, key=lambda row: row["pcc"])}
             for weight, choice in choices_by_weight.items()]
     best = max(rows, key=lambda row: row["pcc"])["kl_weight"]

@@ -83,7 +83,11 @@ class TrainConfig:
     among `snapshot_candidates` with the voxel count). weight_average d in (0, 1): stage I keeps a moving
     average of the visual encoder's and the generator's parameters and BatchNorm statistics, decay d per step
     (the plain mean of the weights of its first 1 / (1 - d) steps), and hands those averages on to stages II
-    and III (Polyak averaging; 0: the last weights).
+    and III (Polyak averaging; 0: the last weights). readout_mix w in [0, 1]: the ridge start of the cognitive
+    encoder mixes (1 - w : w) the ridge map with the inverted linear encoding model's (`initialisation.
+    encoding_readout`: the voxels' shared noise and the prior of stage I's latents, which a ridge map from 80-odd
+    trials cannot learn); -1: the run chooses among `readout_mix_candidates` once the voxel count and the
+    temperature are chosen.
     """
 
     epochs: tuple[int, int, int] = (100, 100, 20)
@@ -107,6 +111,8 @@ class TrainConfig:
     snapshot_candidates: tuple[int, ...] = (1, 2, 3)
     snapshot_every: int = 2
     weight_average: float = 0.0
+    readout_mix: float = 0.0
+    readout_mix_candidates: tuple[float, ...] = (0.0, 0.5)
 
 
 def prior_variants(config: Config, stage: int) -> tuple[float, ...]:
@@ -230,7 +236,7 @@ PRESETS: dict[str, Config] = {
         loss=LossConfig(kl_weight=8.0, kl_candidates=(2.0, 4.0, 8.0), llike_weight=1.0, gamma=1e-2, pixel_weight=1.0),
         optim=OptimConfig(lr_discriminator=1e-4, lr_cognitive_encoder=3e-5),
         train=TrainConfig(epochs=(20, 10, 10), batch_size=16, cognitive_init="ridge", selected_voxels=-1,
-                           weight_average=0.997),
+                           weight_average=0.997, readout_mix=-1.0),
         inference=InferenceConfig(samples=32, temperature=-1.0, black_level=-1.0),
     ),
     # Seconds, for tests. One step per compiled call: programs of such small networks take longer to compile
@@ -337,10 +343,19 @@ def validate(config: Config) -> None:
             raise ConfigError("choosing loss.kl_weight (-1) and stage-I snapshots as members (train.snapshots) "
                               "do not combine; fix one of them")
     inference = config.inference
-    auto = -1 in (train.selected_voxels, inference.temperature, train.snapshots, loss.kl_weight, inference.black_level)
+    auto = -1 in (train.selected_voxels, inference.temperature, train.snapshots, loss.kl_weight, inference.black_level,
+                  train.readout_mix)
     if auto and train.cognitive_init != "ridge":
-        raise ConfigError("choosing selected_voxels, snapshots, the temperature, the black level or the KL weight "
-                          "(-1) needs train.cognitive_init=ridge")
+        raise ConfigError("choosing selected_voxels, snapshots, the temperature, the black level, the KL weight or the "
+                          "readout mix (-1) needs train.cognitive_init=ridge")
+    if not (train.readout_mix == -1 or 0 <= train.readout_mix <= 1) or not all(
+            0 <= w <= 1 for w in train.readout_mix_candidates):
+        raise ConfigError(f"train.readout_mix and its candidates must lie in [0, 1] (-1: choose), got "
+                          f"{train.readout_mix} and {train.readout_mix_candidates}")
+    if train.readout_mix == -1 and not train.readout_mix_candidates:
+        raise ConfigError("choosing train.readout_mix (-1) needs train.readout_mix_candidates")
+    if train.readout_mix > 0 and train.cognitive_init != "ridge":
+        raise ConfigError("train.readout_mix mixes the ridge start: it needs train.cognitive_init=ridge")
     if auto and (not train.voxel_candidates or not inference.temperature_candidates
                  or not inference.black_level_candidates or train.choice_folds < 2):
         raise ConfigError("choosing needs voxel, temperature and black-level candidates and at least 2 folds")

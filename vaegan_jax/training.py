@@ -77,9 +77,10 @@ class Trainer:
         )
         if len(self.data.fit) < train.batch_size:
             raise ConfigError(f"batch size {train.batch_size} exceeds the {len(self.data.fit)} fitting trials")
-        stage1_images = self.data.fit.images
-        if train.use_extra_images and self.data.extra_images is not None:
-            stage1_images = np.concatenate([stage1_images, self.data.extra_images])
+        # The image-only extras stage I learns from are also the prior of the encoding model that the cognitive
+        # encoder's start may mix in (train.readout_mix).
+        self.extras = self.data.extra_images if train.use_extra_images else None
+        stage1_images = self.data.fit.images if self.extras is None else np.concatenate([self.data.fit.images, self.extras])
         self.stage1_images = to_model_images(stage1_images, self.config.model.image_size)
         # Stage I's snapshots that may become members stay on disk until the run has chosen among them.
         self.snapshot_steps = config_lib.snapshot_epochs(train) if config_lib.most_snapshots(train) > 1 else ()
@@ -137,14 +138,15 @@ class Trainer:
                           for k in range(config_lib.member_count(self.config, 1))]
             if config_lib.prior_variants(self.config, 1):
                 prior = choices.choose_prior(self.config, candidates, list(rng.member_keys(self.config, 1)),
-                                             fit.voxels, fit.images)
+                                             fit.voxels, fit.images, self.extras)
                 block = slice(prior.variant * train.ensemble, (prior.variant + 1) * train.ensemble)
                 snapshots = [jax.tree.map(lambda a: a[block], snapshots[0])]
                 self.config, choice, record = choices.apply_prior(self.config, prior), prior.choice, {"stage1_prior": prior.to_json()}
                 self.log(prior.describe())
             else:
                 most = dataclasses.replace(self.config, train=dataclasses.replace(train, snapshots=len(snapshots)))
-                choice = choices.choose(self.config, candidates, list(rng.member_keys(most, 2)), fit.voxels, fit.images)
+                choice = choices.choose(self.config, candidates, list(rng.member_keys(most, 2)), fit.voxels, fit.images,
+                                        self.extras)
                 self.config, record = choices.apply(self.config, choice), {}
             selection = select_voxels(fit.voxels, fit.images, choice.selected_voxels)
             self.data = dataclasses.replace(self.data, voxel_selection=selection)
@@ -264,7 +266,8 @@ class Trainer:
         data = self.arrays["paired" if stage.paired else "images_only"]
         if start == 0 and "cognitive_encoder" in stage.learners and self.config.train.cognitive_init == "ridge":
             states, voxels, images = fetch((self.states, data["voxels"], data["image"]))
-            self.states = place_members(ridge_initialised_members(self.config, states, voxels, images), self.mesh)
+            extras = None if self.extras is None else to_model_images(self.extras, self.config.model.image_size)
+            self.states = place_members(ridge_initialised_members(self.config, states, voxels, images, extras), self.mesh)
         train = self.config.train
         store.wait()
         best_score = store.best_score()
