@@ -41,14 +41,16 @@ def test_the_fast_preset_trains_with_extras_a_ridge_started_encoder_and_its_own_
     out = capsys.readouterr().out
     assert "preset fast" in out and f"(+{N_EXTRA} image-only for stage I)" in out
 
-    # The run chose its voxel count and temperature among the preset's candidates, and records them.
+    # The run chose its voxel count, temperature and readout mix among the preset's candidates, and records them.
     checkpoint = load_run(run)
     chosen = json.loads(RunPaths(run).choices.read_text())["chosen"]
     assert checkpoint.config.train.selected_voxels == chosen["train.selected_voxels"] >= 0
     assert checkpoint.config.inference.temperature == chosen["inference.temperature"]
     assert chosen["inference.temperature"] in checkpoint.config.inference.temperature_candidates
+    assert checkpoint.config.train.readout_mix == chosen["train.readout_mix"]
+    assert chosen["train.readout_mix"] in checkpoint.config.train.readout_mix_candidates
 
-    # Stage II started the linear cognitive encoder from the ridge map onto the visual encoder's latent means,
+    # Stage II started the linear cognitive encoder from its readout onto the visual encoder's latent means,
     # and one epoch at the preset's small rate leaves it there: its means follow the image path's, trial by
     # trial (0.91 on average here), where random weights would not (0.07).
     data = checkpoint.prepare(load_dataset(data), warn=pytest.fail)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.covariance import LedoitWolf
+from sklearn.covariance import ledoit_wolf
 
 from vaegan_jax.initialisation import _encoding_model, encoding_readout, fit_latent_readout
 
@@ -34,8 +34,8 @@ def test_the_encoding_readout_gives_the_posterior_mean_of_its_gaussian_model(pla
     # The posterior mean is where the gradient of the log posterior vanishes, for the model the readout fitted:
     # refit that model here and check the gradient at the readout's answer, and that a step away does worse.
     weights, bias, residuals = _encoding_model(latents, voxels)
-    noise_precision = np.linalg.inv(LedoitWolf().fit(residuals).covariance_)
-    prior_precision = np.linalg.inv(LedoitWolf().fit(prior).covariance_)
+    noise_precision = np.linalg.inv(ledoit_wolf(residuals)[0])
+    prior_precision = np.linalg.inv(ledoit_wolf(prior)[0])
     gradient = ((held_voxels[:3] - bias - mean @ weights) @ noise_precision @ weights.T
                 - (mean - prior.mean(axis=0)) @ prior_precision)
     np.testing.assert_allclose(gradient, 0.0, atol=1e-6 * np.abs(mean @ prior_precision).max())

@@ -1,5 +1,5 @@
 """Settings a run chooses for itself on its own fit trials: stage I's KL weight, the voxel count, the stage-I
-snapshots that become members, the decoding temperature and the black level.
+snapshots that become members, the decoding temperature, the readout mix and the black level.
 
 Which voxels carry the stimulus, how far to trust the fMRI posterior, and whether averaging the networks of
 several stage-I epochs pays, differ between data sets; a default tuned on one is a guess on the next. After
@@ -9,7 +9,9 @@ selects voxels and fits the ridge-initialised cognitive encoder onto each snapsh
 then decodes the held-out fold with that snapshot's generator at every candidate temperature; a candidate
 with S snapshots averages the decodes of the latest S. Scores pool the out-of-fold reconstructions of all
 fit trials; the candidate with the highest pooled PCC wins (the measure that also picks the best checkpoint).
-Then the winner's reconstructions are cleared below each candidate black level (config.InferenceConfig), and
+At the winner's voxels and temperature, readouts that mix the ridge map with the inverted encoding model
+(initialisation.encoding_readout) are decoded the same way, and the mix with the highest PCC wins.
+Then the winning reconstructions are cleared below each candidate black level (config.InferenceConfig), and
 the level with the highest SSIM wins: G's faint grey in a black background costs SSIM much and PCC hardly at all.
 
 The KL weight shapes the latent space the voxels must predict, so it is chosen by the same measure: stage I

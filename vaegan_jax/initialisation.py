@@ -7,7 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn.covariance import LedoitWolf
+from sklearn.covariance import ledoit_wolf
 from sklearn.linear_model import RidgeCV
 
 from vaegan_jax.baselines import RIDGE_ALPHAS
@@ -60,9 +60,9 @@ def encoding_readout(voxels: np.ndarray, latent_means: np.ndarray, prior_latents
     ridge map's: mixed, the two did better than either (docs/experiments.md).
     """
     weights, bias, residuals = _encoding_model(latent_means, voxels)
-    noise_precision = np.linalg.inv(LedoitWolf().fit(residuals).covariance_)
+    noise_precision = np.linalg.inv(ledoit_wolf(residuals)[0])
     prior_mean = prior_latents.mean(axis=0)
-    prior_precision = np.linalg.inv(LedoitWolf().fit(prior_latents).covariance_)
+    prior_precision = np.linalg.inv(ledoit_wolf(prior_latents)[0])
     posterior_covariance = np.linalg.inv(weights @ noise_precision @ weights.T + prior_precision)
     coef = noise_precision @ weights.T @ posterior_covariance
     intercept = (prior_mean @ prior_precision - bias @ noise_precision @ weights.T) @ posterior_covariance
