@@ -224,8 +224,9 @@ PRESETS: dict[str, Config] = {
     # feature-space one and 20 stage-I epochs (a prior the voxels predict better: docs/experiments.md), the
     # image path's weights averaged over stage I's last few hundred steps (better than its last weights or an
     # ensemble of its last epochs, at one member's cost), and a linear cognitive encoder started from the
-    # ridge solution; the voxel count and the decoding temperature of the posterior predictive mean are chosen
-    # by each run on its own fit trials (choices.py).
+    # ridge solution; the voxel count, the decoding temperature of the posterior predictive mean, whether that
+    # start mixes in the inverted encoding model, and the black level are chosen by each run on its own fit
+    # trials (choices.py).
     "fast": Config(
         preset="fast",
         model=ModelConfig(
