@@ -70,7 +70,7 @@ def test_the_run_records_its_choice_and_its_evidence(chosen_run: Path, dataset: 
     assert [row["black_level"] for row in levels] == [0.0, 0.3, 0.6] and record["black_level"]["criterion"] == "ssim"
     eligible = [row for row in levels if np.isfinite(row["pcc"])]
     assert saved.inference.black_level == chosen["inference.black_level"] == max(eligible, key=lambda row: row["ssim"])["black_level"]
-    assert not choices.needs_choice(saved)
+    assert not config_lib.needs_choice(saved)
 
 
 @pytest.mark.slow

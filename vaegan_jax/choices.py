@@ -108,14 +108,6 @@ def summarize(record: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def needs_choice(config: Config) -> bool:
-    """Whether the config leaves the voxel count, the snapshots, the temperature, the black level, the readout mix
-    or the KL weight to the run (-1)."""
-    train, inference = config.train, config.inference
-    return AUTO in (train.selected_voxels, train.snapshots, inference.temperature, inference.black_level,
-                    train.readout_mix, config.loss.kl_weight)
-
-
 Posteriors = dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]
 
 

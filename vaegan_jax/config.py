@@ -305,6 +305,14 @@ def override(config: Config, assignments: list[str]) -> Config:
     return config
 
 
+def needs_choice(config: Config) -> bool:
+    """Whether the config leaves the voxel count, the snapshots, the temperature, the black level, the readout mix
+    or the KL weight to the run (-1; choices.py makes the choice)."""
+    train, inference = config.train, config.inference
+    return -1 in (train.selected_voxels, train.snapshots, inference.temperature, inference.black_level,
+                  train.readout_mix, config.loss.kl_weight)
+
+
 def validate(config: Config) -> None:
     """Raise ConfigError for values no run can use."""
     train, model = config.train, config.model
@@ -344,8 +352,7 @@ def validate(config: Config) -> None:
             raise ConfigError("choosing loss.kl_weight (-1) and stage-I snapshots as members (train.snapshots) "
                               "do not combine; fix one of them")
     inference = config.inference
-    auto = -1 in (train.selected_voxels, inference.temperature, train.snapshots, loss.kl_weight, inference.black_level,
-                  train.readout_mix)
+    auto = needs_choice(config)
     if auto and train.cognitive_init != "ridge":
         raise ConfigError("choosing selected_voxels, snapshots, the temperature, the black level, the KL weight or the "
                           "readout mix (-1) needs train.cognitive_init=ridge")

@@ -131,7 +131,7 @@ class Trainer:
         config.json and choices.json record the choice, so a resumed run and eval.py use it too.
         """
         snapshots = [hand_on_averages(states) for states in fetch(self._stage1_snapshots(store))]
-        chose = choices.needs_choice(self.config)
+        chose = config_lib.needs_choice(self.config)
         if chose:
             train, fit = self.config.train, self.data.fit
             candidates = [take_member(member_states, k) for member_states in snapshots
@@ -361,7 +361,7 @@ class Trainer:
                     # Stage I hands its networks on once, before the first paired epoch (also after a resume
                     # from stage I's end or a rollback within it).
                     if stage.number == 2 and self.epochs_done <= self.offsets[1]:
-                        start, choosing = time.perf_counter(), choices.needs_choice(self.config)
+                        start, choosing = time.perf_counter(), config_lib.needs_choice(self.config)
                         self.enter_paired_stages(store)
                         if choosing:
                             timing["choices"] = {"seconds": round(time.perf_counter() - start, 3)}
