@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,8 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_trees_identical, flat_arrays, write_small_dataset
-from vaegan_jax import cli
+from conftest import assert_trees_identical, flat_arrays, run_train_py, write_small_dataset, xla_environment
 from vaegan_jax.checkpoints import load_checkpoint
 from vaegan_jax.data import load_dataset
 from vaegan_jax.data.prepare import to_model_images
@@ -22,23 +20,19 @@ from vaegan_jax.runs import RunPaths
 
 pytestmark = pytest.mark.slow
 
-_spec = importlib.util.spec_from_file_location("train_cli", REPO / "train.py")
-train_cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(train_cli)
-
 N_EXTRA = 32
 
 
-def test_the_fast_preset_trains_with_extras_a_ridge_started_encoder_and_its_own_choices(
-    tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
+def test_the_fast_preset_trains_with_extras_a_ridge_started_encoder_and_its_own_choices(tmp_path: Path) -> None:
     # 40 training trials leave 30 to fit (the preset carves 10 for validation): two batches of 16 with the
     # extras in stage I, one without them in stages II and III. One step per compiled call keeps compiling short.
     data = write_small_dataset(tmp_path / "small.npz", n_train=40, n_test=6, n_voxels=40, n_extra=N_EXTRA)
     run = tmp_path / "run"
     argv = ["--data", str(data), "--out", str(run), "--epochs", "1,1,1", "--no-progress", "--set", "train.steps_per_call=1"]
-    assert cli.run(train_cli.main, argv) == 0
-    out = capsys.readouterr().out
+    # The preset's full-size networks spend longer running than compiling: XLA's default level pays here.
+    done = run_train_py(argv, env=xla_environment(optimised=True))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     assert "preset fast" in out and f"(+{N_EXTRA} image-only for stage I)" in out
 
     # The run chose its voxel count, temperature and readout mix among the preset's candidates, and records them.
