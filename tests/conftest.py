@@ -27,7 +27,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # The tests compile many small programs and run few steps of each: XLA's backend optimisations cost more
 # compile time than they save (a tiny ensemble run: 63 s at the default level, 40 s without them; the suite:
 # 16 min 11 s, 13 min 01 s). A test that needs optimised programs runs them in a fresh process with
-# `xla_environment(optimised=True)`. pytest-xdist's workers inherit the flag from the main process.
+# `xla_environment(optimised=True)`; the flag is part of the compilation cache's key, so the two levels
+# never share a cached program. pytest-xdist's workers inherit the flag from the main process.
 QUICK_COMPILE = "--xla_backend_optimization_level=0"
 if QUICK_COMPILE not in os.environ.get("XLA_FLAGS", "").split():
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {QUICK_COMPILE}".strip()
