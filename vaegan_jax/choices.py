@@ -32,12 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaegan_jax import initialisation, metrics
-from vaegan_jax.config import Config, most_snapshots, snapshot_epochs
+from vaegan_jax.config import AUTO, Config, most_snapshots, snapshot_epochs
 from vaegan_jax.data.dataset import VoxelScaler
 from vaegan_jax.data.prepare import clear_faint_pixels, select_voxels, selection_size, to_model_images, to_native_images
 from vaegan_jax.steps import States, make_decode
 
-AUTO = -1
 MEASURES = ("pcc", "mse", "ssim", "ident_2way")
 FOLD_SEED = 0
 

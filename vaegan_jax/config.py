@@ -305,12 +305,16 @@ def override(config: Config, assignments: list[str]) -> Config:
     return config
 
 
+# The value of a setting that the run chooses for itself (choices.py).
+AUTO = -1
+
+
 def needs_choice(config: Config) -> bool:
     """Whether the config leaves the voxel count, the snapshots, the temperature, the black level, the readout mix
-    or the KL weight to the run (-1; choices.py makes the choice)."""
+    or the KL weight to the run (AUTO)."""
     train, inference = config.train, config.inference
-    return -1 in (train.selected_voxels, train.snapshots, inference.temperature, inference.black_level,
-                  train.readout_mix, config.loss.kl_weight)
+    return AUTO in (train.selected_voxels, train.snapshots, inference.temperature, inference.black_level,
+                    train.readout_mix, config.loss.kl_weight)
 
 
 def validate(config: Config) -> None:

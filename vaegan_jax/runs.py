@@ -18,7 +18,6 @@ import jax
 
 import vaegan_jax
 from vaegan_jax import config as config_lib
-from vaegan_jax import choices
 from vaegan_jax.config import Config, prior_variants, snapshot_epochs
 from vaegan_jax.data.dataset import Dataset
 from vaegan_jax.data.prepare import PreparedData
@@ -162,7 +161,7 @@ def describe_run(config: Config, dataset: Dataset, data: PreparedData, layout: s
     """A few lines on what a run is about to do: data, split, prior, model, members and devices, folder."""
     extra = 0 if data.extra_images is None or not config.train.use_extra_images else len(data.extra_images)
     reads = f"{len(data.voxel_selection)} of {dataset.n_voxels}"
-    if config.train.selected_voxels == choices.AUTO:
+    if config.train.selected_voxels == config_lib.AUTO:
         reads = "the voxels that cross-validation on the fit trials chooses after stage I (choices.json)"
     return "\n".join([
         f"data     {dataset.summary()}",
