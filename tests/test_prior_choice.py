@@ -62,8 +62,10 @@ def test_impossible_kl_choices_are_refused(choosing_kl: Config, assignments: lis
         config_lib.override(choosing_kl, assignments)
 
 
-def test_a_members_own_kl_weight_trains_it_as_that_fixed_weight_would(choosing_kl: Config, dataset: Dataset) -> None:
-    config = resolve_image_size(choosing_kl, dataset)
+@pytest.mark.parametrize("updates", ["sequential", "simultaneous"])
+def test_a_members_own_kl_weight_trains_it_as_that_fixed_weight_would(choosing_kl: Config, dataset: Dataset,
+                                                                      updates: str) -> None:
+    config = resolve_image_size(config_lib.override(choosing_kl, [f"train.updates={updates}"]), dataset)
     stage = STAGES[0]
     states = create_states(config, dataset.n_voxels, jax.random.key(0))
     batch, key = {"image": to_model_images(dataset.train.images[:5], config.model.image_size)}, jax.random.key(1)

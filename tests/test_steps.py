@@ -11,10 +11,13 @@ import pytest
 
 from vaegan_jax import config as config_lib
 from vaegan_jax.config import Config, LossConfig
+from vaegan_jax.errors import ConfigError
 from vaegan_jax.data import Dataset
 from vaegan_jax.divergence import first_non_finite
 from vaegan_jax.models import NETWORKS, build_networks
-from vaegan_jax.steps import STAGES, Stage, States, TrainState, create_states, make_update_step
+from vaegan_jax.steps import (
+    STAGES, Stage, States, TrainState, create_states, loss_terms, make_joint_gradients, make_train_step, make_update_step,
+)
 from vaegan_jax.training import Trainer, resolve_image_size
 
 from conftest import assert_trees_identical, flat_arrays
@@ -112,6 +115,65 @@ def test_the_discriminators_update_ignores_the_encoder_and_feature_loss_weights(
     for stage in STAGES:
         assert_trees_identical(_updated(reweighted, stage, "discriminator", setup),
                                _updated(config, stage, "discriminator", setup))
+
+
+def _own_gradient(config: Config, stage: Stage, learner: str, setup: Setup, key: jax.Array) -> Any:
+    """The gradient of a learner's loss (`expected_loss` of its terms) with respect to its own parameters."""
+    _, states, batch = setup
+    networks = build_networks(config.model)
+
+    def loss(learner_params: Any) -> jax.Array:
+        params = {name: states[name].params for name in NETWORKS}
+        terms, _ = loss_terms(networks, {**params, learner: learner_params}, states, stage, batch, key, config.loss,
+                              stage.learners)
+        return expected_loss(learner, terms, config.loss)
+
+    return jax.grad(loss)(states[learner].params)
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=[s.name for s in STAGES])
+def test_joint_gradients_are_each_learners_own_from_one_forward_pass(setup: Setup, stage: Stage) -> None:
+    config, states, batch = setup
+    key = jax.random.key(2)
+    results, _ = jax.jit(make_joint_gradients(config, stage))(states, batch, key)
+    assert set(results) == set(stage.learners)
+    for learner, (loss, grads, terms) in results.items():
+        want = flat_arrays(_own_gradient(config, stage, learner, setup, key))
+        got = flat_arrays(grads)
+        assert got.keys() == want.keys()
+        # Float rounding in two orders of summation: about 1e-5 of the largest gradient, all there is of the
+        # gradient of a bias that BatchNorm follows (mathematically 0).
+        scale = max(float(np.max(np.abs(g))) for g in want.values())
+        for path in want:
+            np.testing.assert_allclose(got[path], want[path], rtol=1e-4, atol=1e-4 * scale, err_msg=f"{learner}{path}")
+        reported = {term: float(value) for term, value in terms.items()}
+        assert float(loss) == pytest.approx(expected_loss(learner, reported, config.loss), rel=1e-6)
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=[s.name for s in STAGES])
+def test_a_simultaneous_step_moves_every_learner_from_the_states_it_began_with(setup: Setup, stage: Stage) -> None:
+    # Larsen et al.'s Algorithm 1. The sequential step differs from its second learner on, which sees the
+    # first's result; the running statistics are those of the learner's own update from the same states.
+    config, states, batch = setup
+    key = jax.random.key(2)
+    together, metrics = jax.jit(make_train_step(config_lib.override(config, ["train.updates=simultaneous"]), stage))(
+        states, batch, key)
+    in_turn, _ = jax.jit(make_train_step(config, stage))(states, batch, key)
+    for learner in stage.learners:
+        alone, _ = jax.jit(make_update_step(config, stage, learner))(states, batch, key)
+        assert int(together[learner].step) == int(states[learner].step) + 1
+        assert all(changed_leaves(states[learner].params, together[learner].params)), learner
+        for got, want in zip(jax.tree.leaves(together[learner].batch_stats), jax.tree.leaves(alone.batch_stats)):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+        assert np.isfinite(float(metrics[f"loss/{learner}"])) and float(metrics[f"grad_norm/{learner}"]) > 0
+    assert any(changed_leaves(in_turn[stage.learners[-1]].params, together[stage.learners[-1]].params))
+    for name in set(NETWORKS) - set(stage.learners):
+        assert_trees_identical(flat_arrays(together[name]), flat_arrays(states[name]))
+
+
+def test_an_unknown_update_order_is_refused(setup: Setup) -> None:
+    with pytest.raises(ConfigError, match="train.updates must be 'sequential' or 'simultaneous', got 'together'"):
+        config_lib.override(setup[0], ["train.updates=together"])
 
 
 def _apply(config: Config, states: States, name: str, x: jax.Array, train: bool = True) -> Any:

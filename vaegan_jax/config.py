@@ -87,7 +87,9 @@ class TrainConfig:
     encoder mixes (1 - w : w) the ridge map with the inverted linear encoding model's (`initialisation.
     encoding_readout`: the voxels' shared noise and the prior of stage I's latents, which a ridge map from 80-odd
     trials cannot learn); -1: the run chooses among `readout_mix_candidates` once the voxel count and the
-    temperature are chosen.
+    temperature are chosen. updates: how a step updates the stage's learners: "sequential", each in the stage's
+    order seeing the last's result (as the code D-VAE/GAN forked does it), or "simultaneous", every learner's
+    gradient from one forward pass (Larsen et al.'s Algorithm 1; about 0.7x the arithmetic of stage I).
     """
 
     epochs: tuple[int, int, int] = (100, 100, 20)
@@ -113,6 +115,7 @@ class TrainConfig:
     weight_average: float = 0.0
     readout_mix: float = 0.0
     readout_mix_candidates: tuple[float, ...] = (0.0, 0.5)
+    updates: str = "sequential"
 
 
 def prior_variants(config: Config, stage: int) -> tuple[float, ...]:
@@ -377,6 +380,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"on_nan must be 'stop' or 'rollback', got {train.on_nan!r}")
     if train.cognitive_init not in ("random", "ridge"):
         raise ConfigError(f"cognitive_init must be 'random' or 'ridge', got {train.cognitive_init!r}")
+    if train.updates not in ("sequential", "simultaneous"):
+        raise ConfigError(f"train.updates must be 'sequential' or 'simultaneous', got {train.updates!r}")
     if train.cognitive_init == "ridge" and model.cognitive_hidden != 0:
         raise ConfigError("train.cognitive_init=ridge needs a linear cognitive encoder (model.cognitive_hidden=0)")
     if len(model.discriminator_features) != len(model.discriminator_strides):

@@ -156,10 +156,16 @@ def member_loss(config: Config, stage: int) -> MemberLoss:
     return {"kl_weight": jnp.repeat(jnp.asarray(weights, jnp.float32), config.train.ensemble)}
 
 
+def _member_weights(learner: str, config: LossConfig, varying: MemberLoss | None) -> dict[str, Any]:
+    """The weights of the terms in a learner's loss (those the config weighs at all), with this member's own
+    values of the `varying` fields."""
+    weights = loss_weights(learner, dataclasses.replace(config, **(varying or {})))
+    return {t: weights[t] for t, w in loss_weights(learner, config).items() if w != 0}
+
+
 def _weighted_sum(learner: str, config: LossConfig, terms: dict[str, jax.Array], varying: MemberLoss | None) -> jax.Array:
     """A learner's loss: its terms weighted by the config, with this member's own values of `varying` fields."""
-    weights = loss_weights(learner, dataclasses.replace(config, **(varying or {})))
-    return sum(weights[t] * terms[t] for t, w in loss_weights(learner, config).items() if w != 0)
+    return sum(w * terms[t] for t, w in _member_weights(learner, config, varying).items())
 
 
 def create_members(config: Config, n_voxels: int, keys: jax.Array) -> States:
@@ -240,6 +246,32 @@ def loss_terms(
     return terms, stats
 
 
+def _apply_update(state: TrainState, grads: Any, batch_stats: Any, decay: float) -> TrainState:
+    """A learner's state after one optimiser step on `grads`, with new BatchNorm statistics and, for a
+    network whose weights are averaged (`decay` > 0), its moving average advanced."""
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    if decay > 0:
+        # The mean of every weight so far until there are 1 / (1 - decay) of them, then the moving average:
+        # a short stage I hands on its own weights, not its initial ones.
+        step = state.step.astype(jnp.float32)
+        kept = jnp.minimum(decay, step / (step + 1.0))
+        average = optax.incremental_update(weights_of(new_state), new_state.average, 1.0 - kept)
+        new_state = new_state.replace(average=average)
+    return new_state
+
+
+def _learner_metrics(learner: str, loss: jax.Array, grads: Any, terms: dict[str, jax.Array]) -> Metrics:
+    """What a learner's update reports: its loss, gradient norm and the terms its loss weighs."""
+    metrics = {f"loss/{learner}": loss, f"grad_norm/{learner}": optax.tree.norm(grads)}
+    metrics.update({f"{learner}/{t}": v for t, v in terms.items()})
+    return metrics
+
+
+def _decay(config: Config, stage: Stage, learner: str) -> float:
+    """The decay of a learner's moving weight average in `stage` (0: it keeps none)."""
+    return config.train.weight_average if learner in stage.averaged else 0.0
+
+
 def make_update_step(
     config: Config, stage: Stage, learner: str
 ) -> Callable[[States, Batch, jax.Array, MemberLoss], tuple[TrainState, Metrics]]:
@@ -247,7 +279,6 @@ def make_update_step(
     state, metrics)."""
     networks = build_networks(config.model)
     reported = loss_weights(learner, config.loss)
-    decay = config.train.weight_average if learner in stage.averaged else 0.0
 
     def update(states: States, batch: Batch, key: jax.Array, varying: MemberLoss | None = None) -> tuple[TrainState, Metrics]:
         def objective(learner_params):
@@ -258,23 +289,59 @@ def make_update_step(
             return loss, ({t: terms[t] for t in reported}, stats[learner])
 
         (loss, (terms, new_stats)), grads = jax.value_and_grad(objective, has_aux=True)(states[learner].params)
-        new_state = states[learner].apply_gradients(grads=grads, batch_stats=new_stats)
-        if decay > 0:
-            # The mean of every weight so far until there are 1 / (1 - decay) of them, then the moving average:
-            # a short stage I hands on its own weights, not its initial ones.
-            step = states[learner].step.astype(jnp.float32)
-            kept = jnp.minimum(decay, step / (step + 1.0))
-            average = optax.incremental_update(weights_of(new_state), new_state.average, 1.0 - kept)
-            new_state = new_state.replace(average=average)
-        metrics = {f"loss/{learner}": loss, f"grad_norm/{learner}": optax.tree.norm(grads)}
-        metrics.update({f"{learner}/{t}": v for t, v in terms.items()})
-        return new_state, metrics
+        new_state = _apply_update(states[learner], grads, new_stats, _decay(config, stage, learner))
+        return new_state, _learner_metrics(learner, loss, grads, terms)
 
     return update
 
 
+def make_joint_gradients(
+    config: Config, stage: Stage
+) -> Callable[[States, Batch, jax.Array, MemberLoss], tuple[dict[str, tuple[jax.Array, Any, dict]], dict]]:
+    """Every learner's (loss, gradient, reported terms) from one forward pass, and the networks' new running
+    statistics: (states, batch, key, member's loss settings) -> ({learner: (loss, grads, terms)}, stats)."""
+    networks = build_networks(config.model)
+
+    def gradients(states: States, batch: Batch, key: jax.Array, varying: MemberLoss | None = None):
+        params = {name: states[name].params for name in NETWORKS}
+
+        def all_terms(learner_params):
+            return loss_terms(networks, {**params, **learner_params}, states, stage, batch, key, config.loss, stage.learners)
+
+        terms, pull_back, stats = jax.vjp(all_terms, {n: params[n] for n in stage.learners}, has_aux=True)
+        results = {}
+        for learner in stage.learners:
+            weights = _member_weights(learner, config.loss, varying)
+            # The cotangent of a weighted sum of the terms is its weights, 0 for the terms it leaves out.
+            (grads,) = pull_back({t: jnp.full_like(v, weights.get(t, 0.0)) for t, v in terms.items()})
+            loss = sum(w * terms[t] for t, w in weights.items())
+            results[learner] = (loss, grads[learner], {t: terms[t] for t in loss_weights(learner, config.loss)})
+        return results, stats
+
+    return gradients
+
+
+def make_simultaneous_step(config: Config, stage: Stage) -> Callable[[States, Batch, jax.Array, MemberLoss], tuple[States, Metrics]]:
+    """One iteration of a stage as Larsen et al.'s Algorithm 1 has it: every learner's gradient of its own loss
+    from one forward pass, each applied to the weights that pass saw."""
+    gradients = make_joint_gradients(config, stage)
+
+    def train_step(states: States, batch: Batch, key: jax.Array, varying: MemberLoss | None = None) -> tuple[States, Metrics]:
+        results, stats = gradients(states, batch, key, varying)
+        new_states, metrics = dict(states), {}
+        for learner, (loss, grads, terms) in results.items():
+            new_states[learner] = _apply_update(states[learner], grads, stats[learner], _decay(config, stage, learner))
+            metrics.update(_learner_metrics(learner, loss, grads, terms))
+        return new_states, metrics
+
+    return train_step
+
+
 def make_train_step(config: Config, stage: Stage) -> Callable[[States, Batch, jax.Array, MemberLoss], tuple[States, Metrics]]:
-    """One iteration of a stage: each learner's update in the stage's order, each seeing the last's result."""
+    """One iteration of a stage: each learner's update in the stage's order, each seeing the last's result
+    (`train.updates` sequential), or all from one forward pass (simultaneous)."""
+    if config.train.updates == "simultaneous":
+        return make_simultaneous_step(config, stage)
     updates = {learner: make_update_step(config, stage, learner) for learner in stage.learners}
 
     def train_step(states: States, batch: Batch, key: jax.Array, varying: MemberLoss | None = None) -> tuple[States, Metrics]:
