@@ -12,6 +12,7 @@ import pytest
 from vaegan_jax import config as config_lib
 from vaegan_jax.config import Config
 from vaegan_jax.data import Dataset
+from vaegan_jax.sharding import place_members, replicate
 from vaegan_jax.steps import STAGES, EpochRunner
 from vaegan_jax.runs import RunPaths
 from vaegan_jax.training import Trainer
@@ -54,3 +55,17 @@ def test_whole_epoch_scan_compiles_once(
         runner = EpochRunner(trainer.config, STAGES[1], len(trainer.arrays["paired"]["image"]))
     assert runner.chunk == runner.n_batches
     assert _run_epochs(trainer, runner, 3) == [1, 1, 1]
+
+
+def test_a_one_step_chunk_runs_its_step_without_a_loop(tiny_config: Config, dataset: Dataset, tmp_path: Path) -> None:
+    # A scan of one step compiles to a while loop even unrolled, and on the CPU a convolution's gradient runs
+    # about 9x slower in one: `tiny` runs a step per call, and so does the remainder of an epoch of 4k + 1 batches.
+    trainer = _trainer(tiny_config, dataset, tmp_path, steps_per_call=1)
+    runner = trainer.epoch_runners[2]
+    keys = jax.random.split(jax.random.key(0), 1)
+    states, (order, step_keys), varying = place_members((trainer.states, runner.plan(keys), runner.member_loss), runner.mesh)
+    data = replicate(trainer.arrays["paired"], runner.mesh)
+    with jax.set_mesh(runner.mesh):
+        program = str(jax.make_jaxpr(runner.run_chunk)(states, data, order[:, :1], step_keys[:, :1], varying))
+        two_steps = str(jax.make_jaxpr(runner.run_chunk)(states, data, order[:, :2], step_keys[:, :2], varying))
+    assert "scan[" not in program and "scan[" in two_steps
