@@ -314,7 +314,7 @@ def make_joint_gradients(
             weights = _member_weights(learner, config.loss, varying)
             # The cotangent of a weighted sum of the terms is its weights, 0 for the terms it leaves out.
             (grads,) = pull_back({t: jnp.full_like(v, weights.get(t, 0.0)) for t, v in terms.items()})
-            loss = sum(w * terms[t] for t, w in weights.items())
+            loss = _weighted_sum(learner, config.loss, terms, varying)
             results[learner] = (loss, grads[learner], {t: terms[t] for t in loss_weights(learner, config.loss)})
         return results, stats
 
