@@ -29,8 +29,10 @@ Interleaving does not cancel contention itself: with other processes on the core
 far more than XLA (seen: 9x against 3.5x at a load average of 6 on 2 cores), which flatters the ratio.
 Judge it on a quiet machine; the load average is printed and kept in the JSON.
 
-The peer's interpreter, set up once outside the repository (the CPU wheel of torch):
-    python3 -m venv /work/torchpeer && /work/torchpeer/bin/pip install torch==2.13.0 numpy
+The peer's interpreter, set up once outside the repository (the CPU wheel of torch; plain torch==2.13.0 from
+PyPI is the CUDA build with gigabytes of libraries the peer does not use):
+    python3 -m venv /work/torchpeer
+    /work/torchpeer/bin/pip install "torch==2.13.0+cpu" numpy --extra-index-url https://download.pytorch.org/whl/cpu
 
     .venv/bin/python benchmarks/bench.py --peer /work/torchpeer/bin/python --json /tmp/bench.json
     .venv/bin/python benchmarks/bench.py --quick              # seed and paper, stage I only, few steps
