@@ -16,7 +16,8 @@ best setting of each method by PCC is then compared with the model's best, trial
 difference and its standard error, over 90 trials instead of the test split's 10 (2-way's are approximate,
 as its per-trial values share pairs of trials). Both bests are chosen on these folds, so each is a little
 optimistic, alike. The model's reconstructions are cleared below the run's black level (config.InferenceConfig)
-unless --black-level says otherwise:
+and its readout mixed as the run chose (train.readout_mix) unless --black-level and --readout-mix say otherwise;
+a stage-I checkpoint predates the run's choice, so for it they come from the run's choices.json:
 
     .venv/bin/python train.py --out runs/s0 --set train.epochs=20,0,0
     .venv/bin/python benchmarks/decoder_cv.py --ckpt runs/s0/checkpoints/20 --baselines latent-ridge,ridge
@@ -25,6 +26,7 @@ unless --black-level says otherwise:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -34,8 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from vaegan_jax import choices, load_run, metrics  # noqa: E402
+from vaegan_jax.config import AUTO  # noqa: E402
 from vaegan_jax.data.prepare import clear_faint_pixels  # noqa: E402
 from vaegan_jax.evaluation import BASELINES  # noqa: E402
+from vaegan_jax.runs import RunPaths  # noqa: E402
 from vaegan_jax.steps import member_keys, take_member  # noqa: E402
 
 LABELS = ("PCC", "MSE", "SSIM", "2-way")
@@ -51,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
                         "(0: G(posterior mean); else the mean of G over the config's draws at that fraction of the spread)")
     parser.add_argument("--folds", type=int, default=9)
     parser.add_argument("--black-level", type=float, help="clear the model's pixels fainter than this (default: the "
-                        "run's own black level; 0 for a checkpoint saved before the run chose it)")
+                        "run's own black level, from choices.json for a checkpoint saved before the run chose; 0 if it never did)")
     parser.add_argument("--baselines", default="", help="comma-separated baselines of eval.py (ridge, mean, "
                         "latent-ridge) to cross-validate on the same folds and compare with the model")
     parser.add_argument("--readout-mix", type=float, help="mix of the inverted encoding model in the readout "
-                        "(train.readout_mix; default: the run's own, 0 for a checkpoint saved before the run chose it)")
+                        "(train.readout_mix; default: the run's own, as --black-level)")
     args = parser.parse_args(argv)
     run = load_run(args.ckpt, args.step)
     config = run.config
@@ -71,8 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     temperatures = tuple(float(t) for t in args.temperatures.split(","))
     members = range(len(run.member_origins))
     keys = member_keys(config, run.meta.stage)
-    black_level = config.inference.black_level_in_use if args.black_level is None else args.black_level
-    readout_mix = max(config.train.readout_mix, 0.0) if args.readout_mix is None else args.readout_mix
+    chosen = run_choice(run.checkpoint.run)
+    black_level = args.black_level
+    if black_level is None:
+        black_level = run_setting(config.inference.black_level, "inference.black_level", chosen)
+    readout_mix = args.readout_mix
+    if readout_mix is None:
+        readout_mix = run_setting(config.train.readout_mix, "train.readout_mix", chosen)
     data = run.prepare(dataset)
     extras = data.extra_images if config.train.use_extra_images else None
     reconstructions = {
@@ -106,6 +115,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"D-VAE/GAN ({describe(best['D-VAE/GAN'])}) - {name} ({describe(best[name])}): " + ", ".join(
             f"{label} {mean:+.4f} +- {se:.4f}" for label, (mean, se) in zip(LABELS, differences)))
     return 0
+
+
+def run_choice(run_folder: Path) -> dict[str, float]:
+    """The settings the run chose after stage I (its choices.json), or none while it has not chosen."""
+    path = RunPaths(run_folder).choices
+    return json.loads(path.read_text())["chosen"] if path.exists() else {}
+
+
+def run_setting(value: float, key: str, chosen: dict[str, float]) -> float:
+    """The checkpoint's setting, or where the run had yet to choose it (AUTO) its later choice, else 0."""
+    return chosen.get(key, 0.0) if value == AUTO else value
 
 
 def describe(setting: tuple[str, int, float | None]) -> str:

@@ -169,15 +169,24 @@ def test_invalid_choice_settings_are_refused(tiny_config: Config, assignments: l
 
 @pytest.mark.slow
 def test_a_run_that_ends_before_stage_two_reports_from_its_stage_one_checkpoint(
-    choosing_config: Config, dataset: Dataset, tmp_path: Path
+    choosing_config: Config, dataset: Dataset, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     # Stage I's checkpoints predate the choice: their cognitive encoder reads every voxel, the chosen
     # config fewer. The final report must restore them all the same.
-    config = config_lib.override(choosing_config, ["train.voxel_candidates=4", "train.epochs=1,0,0"])
+    config = config_lib.override(choosing_config, [
+        "train.voxel_candidates=4", "train.epochs=1,0,0", "train.readout_mix_candidates=0.5",
+        "inference.black_level_candidates=0.3",
+    ])
     _, report, _ = run_training(config, dataset, tmp_path / "run", progress=False, log=lambda message: None)
     assert report["stage"] == 1
     assert np.isfinite(report["test"]["pcc_image"])
-    assert json.loads((tmp_path / "run" / "choices.json").read_text())["chosen"]["train.selected_voxels"] == 4
+    chosen = json.loads((tmp_path / "run" / "choices.json").read_text())["chosen"]
+    assert (chosen["train.selected_voxels"], chosen["train.readout_mix"], chosen["inference.black_level"]) == (4, 0.5, 0.3)
+    # decoder_cv.py on that checkpoint (its docstring's recipe) decodes with the run's later choices.
+    assert load_run(tmp_path / "run").config.train.readout_mix == config_lib.AUTO
+    decoder_cv = _load_benchmark("decoder_cv")
+    assert decoder_cv.main(["--ckpt", str(tmp_path / "run"), "--voxels", "4", "--temperatures", "0", "--folds", "3"]) == 0
+    assert "the model's readout mix 0.5 and black level 0.3;" in capsys.readouterr().out.splitlines()[0]
 
 
 @pytest.mark.slow
