@@ -1,12 +1,14 @@
 """Cross-validate the fMRI path's linear start over the training trials: voxel counts x decoding temperatures,
 and the baselines beside it on the same folds.
 
-For a run's checkpoint (best use the end of stage I: step 20 of the `fast` preset), K folds over all the
-training trials (fit and validation; the test split is never read). In each fold, on the other folds' trials
-only: z-score the voxels, select voxels (data.prepare.select_voxels), fit the linear cognitive encoder's
-ridge start (initialisation.fit_latent_readout) onto the checkpoint's visual latent;
-then decode the held-out fold with the checkpoint's generator (choices.out_of_fold_reconstructions, what a
-run itself does on its fit trials alone when `fast` chooses its voxel count and temperature).
+For a run's checkpoint, K folds over all the training trials (fit and validation; the test split is never read).
+In each fold, on the other folds' trials only: z-score the voxels, select voxels (data.prepare.select_voxels),
+fit the linear cognitive encoder's ridge start (initialisation.fit_latent_readout) onto the checkpoint's visual
+latent; then decode the held-out fold with the checkpoint's generator (choices.out_of_fold_reconstructions,
+what a run itself does on its fit trials alone when `fast` chooses its voxel count and temperature).
+Use a checkpoint of stage I or II, whose generator has seen the trials' images but none of their voxels, as
+latent-ridge's VAE has: stage III fine-tunes the generator on the fit trials' fMRI reconstructions, which
+flatters the model here (by about 0.02 PCC on the stand-in), so a stage-III checkpoint is warned about.
 Scores pool the out-of-fold reconstructions of every trial, so 2-way identification runs over all pairs of
 training trials: a far finer measure than the 10 validation trials give.
 
@@ -65,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     config = run.config
     if config.model.cognitive_hidden != 0:
         parser.error("the checkpoint's cognitive encoder is not linear (model.cognitive_hidden != 0)")
+    if run.meta.stage == 3:
+        print(f"warning: {run.checkpoint.path} is of stage III, whose generator learnt from these trials' fMRI "
+              "reconstructions, so the model's out-of-fold figures flatter it; a stage I or II checkpoint (--step) "
+              "compares fairly", file=sys.stderr)
     baselines = [name for name in args.baselines.split(",") if name]
     unknown = [name for name in baselines if name not in BASELINES]
     if unknown:

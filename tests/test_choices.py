@@ -186,7 +186,9 @@ def test_a_run_that_ends_before_stage_two_reports_from_its_stage_one_checkpoint(
     assert load_run(tmp_path / "run").config.train.readout_mix == config_lib.AUTO
     decoder_cv = _load_benchmark("decoder_cv")
     assert decoder_cv.main(["--ckpt", str(tmp_path / "run"), "--voxels", "4", "--temperatures", "0", "--folds", "3"]) == 0
-    assert "the model's readout mix 0.5 and black level 0.3;" in capsys.readouterr().out.splitlines()[0]
+    printed = capsys.readouterr()
+    assert "the model's readout mix 0.5 and black level 0.3;" in printed.out.splitlines()[0]
+    assert "stage III" not in printed.err
 
 
 @pytest.mark.slow
@@ -230,6 +232,10 @@ def test_decoder_cv_cross_validates_a_trained_run_over_its_training_trials(
                             "--black-level", "0.3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "black level 0.3;" in lines[0] and lines[2].split()[:3] == ["D-VAE/GAN", "4", "1.00"]
+    # Stage III's generator learnt from these trials' fMRI reconstructions (the run's last step is stage III's).
+    assert decoder_cv.main(["--ckpt", str(chosen_run), "--step", "3", "--voxels", "4", "--temperatures", "1",
+                            "--folds", "3"]) == 0
+    assert "is of stage III, whose generator learnt from these trials' fMRI reconstructions" in capsys.readouterr().err
 
 
 def test_every_reader_of_the_voxels_shares_the_folds_and_sees_only_its_training_trials() -> None:
