@@ -19,7 +19,7 @@ difference and its standard error, over 90 trials instead of the test split's 10
 as its per-trial values share pairs of trials). Both bests are chosen on these folds, so each is a little
 optimistic, alike. The model's reconstructions are cleared below the run's black level (config.InferenceConfig)
 and its readout mixed as the run chose (train.readout_mix) unless --black-level and --readout-mix say otherwise;
-a stage-I checkpoint predates the run's choice, so for it they come from the run's choices.json:
+a stage-I checkpoint predates the run's choice, so for it they come from the run folder's config.json:
 
     .venv/bin/python train.py --out runs/s0 --set train.epochs=20,0,0
     .venv/bin/python benchmarks/decoder_cv.py --ckpt runs/s0/checkpoints/20 --baselines latent-ridge,ridge
@@ -28,7 +28,6 @@ a stage-I checkpoint predates the run's choice, so for it they come from the run
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from vaegan_jax import choices, load_run, metrics  # noqa: E402
 from vaegan_jax.config import AUTO  # noqa: E402
 from vaegan_jax.data.prepare import clear_faint_pixels  # noqa: E402
 from vaegan_jax.evaluation import BASELINES  # noqa: E402
-from vaegan_jax.runs import RunPaths  # noqa: E402
+from vaegan_jax.runs import RunPaths, read_saved_config  # noqa: E402
 from vaegan_jax.steps import member_keys, take_member  # noqa: E402
 
 LABELS = ("PCC", "MSE", "SSIM", "2-way")
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(0: G(posterior mean); else the mean of G over the config's draws at that fraction of the spread)")
     parser.add_argument("--folds", type=int, default=9)
     parser.add_argument("--black-level", type=float, help="clear the model's pixels fainter than this (default: the "
-                        "run's own black level, from choices.json for a checkpoint saved before the run chose; 0 if it never did)")
+                        "run's own black level, from its config.json for a checkpoint saved before the run chose; 0 if it never did)")
     parser.add_argument("--baselines", default="", help="comma-separated baselines of eval.py (ridge, mean, "
                         "latent-ridge) to cross-validate on the same folds and compare with the model")
     parser.add_argument("--readout-mix", type=float, help="mix of the inverted encoding model in the readout "
@@ -81,13 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     temperatures = tuple(float(t) for t in args.temperatures.split(","))
     members = range(len(run.member_origins))
     keys = member_keys(config, run.meta.stage)
-    chosen = run_choice(run.checkpoint.run)
+    chosen = read_saved_config(RunPaths(run.checkpoint.run))
     black_level = args.black_level
     if black_level is None:
-        black_level = run_setting(config.inference.black_level, "inference.black_level", chosen)
+        black_level = run_setting(config.inference.black_level, chosen.inference.black_level)
     readout_mix = args.readout_mix
     if readout_mix is None:
-        readout_mix = run_setting(config.train.readout_mix, "train.readout_mix", chosen)
+        readout_mix = run_setting(config.train.readout_mix, chosen.train.readout_mix)
     data = run.prepare(dataset)
     extras = data.extra_images if config.train.use_extra_images else None
     reconstructions = {
@@ -123,15 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_choice(run_folder: Path) -> dict[str, float]:
-    """The settings the run chose after stage I (its choices.json), or none while it has not chosen."""
-    path = RunPaths(run_folder).choices
-    return json.loads(path.read_text())["chosen"] if path.exists() else {}
-
-
-def run_setting(value: float, key: str, chosen: dict[str, float]) -> float:
-    """The checkpoint's setting, or where the run had yet to choose it (AUTO) its later choice, else 0."""
-    return chosen.get(key, 0.0) if value == AUTO else value
+def run_setting(checkpoint_value: float, run_value: float) -> float:
+    """The checkpoint's setting, or where the run had yet to choose it (AUTO) the run's later choice (0 if none)."""
+    return max(run_value if checkpoint_value == AUTO else checkpoint_value, 0.0)
 
 
 def describe(setting: tuple[str, int, float | None]) -> str:
