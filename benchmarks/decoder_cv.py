@@ -8,7 +8,9 @@ latent; then decode the held-out fold with the checkpoint's generator (choices.o
 what a run itself does on its fit trials alone when `fast` chooses its voxel count and temperature).
 Use a checkpoint of stage I or II, whose generator has seen the trials' images but none of their voxels, as
 latent-ridge's VAE has: stage III fine-tunes the generator on the fit trials' fMRI reconstructions, which
-flatters the model here (by about 0.02 PCC on the stand-in), so a stage-III checkpoint is warned about.
+flatters the model here (by about 0.02 PCC on the stand-in), so a stage-III checkpoint is warned about. For a
+run folder whose best checkpoint is stage III's, the default is the last checkpoint before stage III, which
+every run keeps for this.
 Scores pool the out-of-fold reconstructions of every trial, so 2-way identification runs over all pairs of
 training trials: a far finer measure than the 10 validation trials give.
 
@@ -21,8 +23,8 @@ optimistic, alike. The model's reconstructions are cleared below the run's black
 and its readout mixed as the run chose (train.readout_mix) unless --black-level and --readout-mix say otherwise;
 a stage-I checkpoint predates the run's choice, so for it they come from the run folder's config.json:
 
-    .venv/bin/python train.py --out runs/s0 --set train.epochs=20,0,0
-    .venv/bin/python benchmarks/decoder_cv.py --ckpt runs/s0/checkpoints/20 --baselines latent-ridge,ridge
+    .venv/bin/python train.py --out runs/s0
+    .venv/bin/python benchmarks/decoder_cv.py --ckpt runs/s0 --baselines latent-ridge,ridge
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from vaegan_jax import choices, load_run, metrics  # noqa: E402
+from vaegan_jax.checkpoints import checkpoint_stages, locate_checkpoint  # noqa: E402
 from vaegan_jax.config import AUTO  # noqa: E402
 from vaegan_jax.data.prepare import clear_faint_pixels  # noqa: E402
 from vaegan_jax.evaluation import BASELINES  # noqa: E402
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     """Print PCC, MSE, SSIM and 2-way identification of the out-of-fold reconstructions per setting."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True, help="run folder or checkpoints/<step> folder")
-    parser.add_argument("--step", type=int, help="checkpoint step (default: as eval.py picks it)")
+    parser.add_argument("--step", type=int, help="checkpoint step (default: the best by validation, or if that "
+                        "is of stage III the last before stage III)")
     parser.add_argument("--voxels", default="0,150,300,450,600", help="comma-separated voxel counts (0: all)")
     parser.add_argument("--temperatures", default="0,0.5,0.75,1", help="comma-separated decoding temperatures "
                         "(0: G(posterior mean); else the mean of G over the config's draws at that fraction of the spread)")
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readout-mix", type=float, help="mix of the inverted encoding model in the readout "
                         "(train.readout_mix; default: the run's own, as --black-level)")
     args = parser.parse_args(argv)
-    run = load_run(args.ckpt, args.step)
+    run = load_run(args.ckpt, default_step(args.ckpt) if args.step is None else args.step)
     config = run.config
     if config.model.cognitive_hidden != 0:
         parser.error("the checkpoint's cognitive encoder is not linear (model.cognitive_hidden != 0)")
@@ -120,6 +124,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"D-VAE/GAN ({describe(best['D-VAE/GAN'])}) - {name} ({describe(best[name])}): " + ", ".join(
             f"{label} {mean:+.4f} +- {se:.4f}" for label, (mean, se) in zip(LABELS, differences)))
     return 0
+
+
+def default_step(path: str) -> int | None:
+    """The checkpoint a path names, else the run's best, else (if the best is stage III's) the last before stage III."""
+    if locate_checkpoint(path, None)[2] is not None:
+        return None
+    best, stages = checkpoint_stages(path)
+    earlier = [step for step, stage in stages.items() if stage < 3]
+    if best is None or stages[best] < 3 or not earlier:
+        return best
+    print(f"note: the best checkpoint, {best}, is of stage III; cross-validating {max(earlier)}, the last before "
+          "stage III (--step chooses another)", file=sys.stderr)
+    return max(earlier)
 
 
 def run_setting(checkpoint_value: float, run_value: float) -> float:

@@ -18,6 +18,7 @@ from vaegan_jax.data import Dataset
 from vaegan_jax.data.prepare import prepare, select_voxels, to_model_images
 from vaegan_jax.errors import ConfigError
 from vaegan_jax import load_run
+from vaegan_jax.checkpoints import checkpoint_stages
 from vaegan_jax.steps import create_states, member_keys
 from vaegan_jax.training import resolve_image_size, run_training
 
@@ -212,10 +213,15 @@ def test_decoder_cv_cross_validates_a_trained_run_over_its_training_trials(
     decoder_cv = _load_benchmark("decoder_cv")
     assert decoder_cv.main(["--ckpt", str(chosen_run), "--voxels", "0,4", "--temperatures", "0,1", "--folds", "3",
                             "--baselines", "ridge", "--black-level", "0"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    mix = load_run(str(chosen_run)).config.train.readout_mix
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    # By default the last checkpoint before stage III (the run's second), whichever is the best.
+    mix = load_run(str(chosen_run), 2).config.train.readout_mix
+    assert lines[0].startswith(f"{chosen_run / 'checkpoints' / '2'}: ")
     assert (f"{N_TRAIN} training trials, 3 folds, the model's readout mix {mix:g} and black level 0; test split not "
             "read") in lines[0]
+    best, _ = checkpoint_stages(chosen_run)
+    assert ("note: the best checkpoint, 3, is of stage III; cross-validating 2" in err) == (best == 3)
     rows = [line.split() for line in lines[2:-1]]
     assert [(row[0], int(row[1]), row[2]) for row in rows] == [
         ("D-VAE/GAN", N_VOXELS, "0.00"), ("D-VAE/GAN", N_VOXELS, "1.00"), ("D-VAE/GAN", 4, "0.00"),

@@ -157,10 +157,10 @@ def test_train_py_survives_sigint_and_sigkills_and_resumes_to_the_uninterrupted_
     assert_trees_identical(checkpoint_arrays(run, template), checkpoint_arrays(reference, template))
     ours, theirs = (json.loads(RunPaths(r).metrics.read_text()) for r in (run, reference))
     assert ours == theirs
-    # Only the latest and the best checkpoint are left, and no temporary or half-deleted folder.
+    # Only the latest, the best and the last before stage III are left, and no temporary or half-deleted folder.
     store = CheckpointStore(RunPaths(run).checkpoints, read_only=True)
     assert sorted(p.name for p in RunPaths(run).checkpoints.iterdir()) == sorted(
-        [PRUNED, *{str(store.latest_step()), str(store.best_step())}])
+        [PRUNED, *{str(store.latest_step()), str(store.best_step()), str(FINAL_STEP - 1)}])
     assert not list((RunPaths(run).checkpoints / PRUNED).iterdir())
     assert len(json.loads(RunPaths(run).run_info.read_text())["resumed"]) == 3
     # The four processes' TensorBoard logs, read back by TensorBoard's reader, hold the uninterrupted run's

@@ -81,11 +81,13 @@ def test_a_checkpoint_round_trips_bit_for_bit(trained: Trainer, tmp_path: Path) 
     assert meta["note"] == "round trip" and meta["val_score"] == 0.25 and meta["format_version"] == FORMAT_VERSION
 
 
-def test_the_run_keeps_the_latest_and_the_best_checkpoint(trained: Trainer) -> None:
+def test_the_run_keeps_the_latest_the_best_and_the_last_checkpoint_before_stage_three(trained: Trainer) -> None:
     store = CheckpointStore(trained.paths.checkpoints, read_only=True)
     latest = store.read_meta(store.latest_step())
     assert store.latest_step() == sum(EPOCHS) and latest["stage"] == 3 and latest["epochs_done"] == sum(EPOCHS)
-    assert set(store.steps()) == {store.latest_step(), store.best_step()}
+    before_stage_three = sum(EPOCHS[:2])
+    assert set(store.steps()) == {store.latest_step(), store.best_step(), before_stage_three}
+    assert store.read_meta(before_stage_three)["stage"] == 2
     split = latest["split"]
     assert len(split["fit"]) + len(split["val"]) == N_TRAIN and len(split["test"]) == N_TEST
     assert not set(split["fit"]) & set(split["val"]) and not set(split["fit"] + split["val"]) & set(split["test"])

@@ -3,7 +3,8 @@
 Each checkpoint holds two items: `state`, the arrays of `checkpoint_tree` (every member's train states, the
 voxel scaler, the members' RNG keys), and `meta`, the JSON of `CheckpointMeta` (stage, epoch, config, the
 training data's record, the split) plus the format version and validation score the store adds. The latest
-checkpoint and the best by validation score are kept, and the stage-I snapshots a run may make members of.
+checkpoint and the best by validation score are kept, and the steps a run asks to keep (the stage-I snapshots
+it may make members of, the last checkpoint before stage III).
 
 A checkpoint is written into a temporary folder and renamed into place when complete; an old one is
 renamed into `pruned/` and deleted from there. Either way a process killed at any moment leaves every
@@ -358,6 +359,17 @@ def load_checkpoint(path: str | os.PathLike, step: int | None = None) -> Checkpo
     finally:
         store.close()
     return Checkpoint(run, where, step, selected_by, meta, unpack(tree), mesh)
+
+
+def checkpoint_stages(path: str | os.PathLike) -> tuple[int | None, dict[int, int]]:
+    """A run's best checkpoint step (None if it has none) and the stage of each of its complete checkpoints."""
+    _, directory, _, _ = locate_checkpoint(path, None)
+    with _absl_level(logging.ERROR):
+        store = CheckpointStore(directory, read_only=True)
+    try:
+        return store.best_step(), {step: int(store.read_meta(step)["stage"]) for step in store.steps()}
+    finally:
+        store.close()
 
 
 @contextlib.contextmanager

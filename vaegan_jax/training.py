@@ -86,6 +86,10 @@ class Trainer:
         self.snapshot_steps = config_lib.snapshot_epochs(train) if config_lib.most_snapshots(train) > 1 else ()
         self._hold_members(1)
         self.offsets = cadence.stage_offsets(self.config.train.epochs)
+        # The last checkpoint before stage III stays for good: its generator has seen no voxels, as the
+        # latent-ridge baseline's has not, so benchmarks/decoder_cv.py compares the two fairly on it.
+        before_stage_three = self.offsets[2]
+        self.kept_steps = self.snapshot_steps + ((before_stage_three,) if before_stage_three else ())
         self.epochs_done = 0
 
     @property
@@ -338,7 +342,7 @@ class Trainer:
 
     def resume(self) -> int | None:
         """Load the run folder's newest checkpoint, if it has one; return its step."""
-        store = CheckpointStore(self.paths.checkpoints, keep=self.snapshot_steps)
+        store = CheckpointStore(self.paths.checkpoints, keep=self.kept_steps)
         try:
             step = store.latest_step()
             if step is not None:
@@ -353,7 +357,7 @@ class Trainer:
 
         `self.timing` then holds the wall time of each part of this call (a resumed run's counts from the resume).
         """
-        store = CheckpointStore(self.paths.checkpoints, keep=self.snapshot_steps)
+        store = CheckpointStore(self.paths.checkpoints, keep=self.kept_steps)
         timing = self.timing = {}
         try:
             with RunWriter(self.paths.tensorboard, self.progress, self.log) as writer:
