@@ -21,7 +21,8 @@ difference and its standard error, over 90 trials instead of the test split's 10
 as its per-trial values share pairs of trials). Both bests are chosen on these folds, so each is a little
 optimistic, alike. The model's reconstructions are cleared below the run's black level (config.InferenceConfig)
 and its readout mixed as the run chose (train.readout_mix) unless --black-level and --readout-mix say otherwise;
-a stage-I checkpoint predates the run's choice, so for it they come from the run folder's config.json:
+a stage-I checkpoint predates the run's choice, so for it they come from the run folder's config.json. After
+a default run:
 
     .venv/bin/python train.py --out runs/s0
     .venv/bin/python benchmarks/decoder_cv.py --ckpt runs/s0 --baselines latent-ridge,ridge
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def default_step(path: str) -> int | None:
-    """The checkpoint a path names, else the run's best, else (if the best is stage III's) the last before stage III."""
+    """The step to cross-validate: None for a checkpoints/<step> folder (that one), else the run's best, or if
+    that is stage III's the last before stage III."""
     if locate_checkpoint(path, None)[2] is not None:
         return None
     best, stages = checkpoint_stages(path)
