@@ -43,7 +43,7 @@ EPOCHS = ["--epochs", "1,1,0"]
 # preset's 5 would not.
 BATCH = ["--batch-size", "20"]
 # A member's programs fuse differently from a lone model's, and the two runs below split their batches
-# differently (2 and 4 shards) over different processes: float roundings alone, which training amplifies (above).
+# differently (2 shards in each of two processes, 4 in one): float roundings alone, which training amplifies (above).
 RUN_DISTANCE = 1e-2
 OTHER_SEED_DISTANCE = 0.3
 
