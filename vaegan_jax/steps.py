@@ -138,6 +138,12 @@ def hand_on_averages(states: States) -> States:
     return {name: state if state.average is None else state.replace(**state.average) for name, state in states.items()}
 
 
+def decoding_states(states: States, stage: int) -> States:
+    """The states that a checkpoint of `stage` decodes with: stage I's networks as it hands them on, later ones as
+    they are (stages II and III keep stage I's averages, which no longer are the image path's weights)."""
+    return hand_on_averages(states) if stage == 1 else states
+
+
 def member_keys(config: Config, stage: int = 3) -> jax.Array:
     """The base RNG key of each member in `stage` (default: the run's final members): member k is seeded
     `train.seed + k`, so stage I's members keep their keys when its snapshots join them; stage I's variants

@@ -26,7 +26,7 @@ from vaegan_jax.data.dataset import Dataset
 from vaegan_jax.data.prepare import PreparedData, prepare
 from vaegan_jax.errors import CheckpointError, ConfigError, DataError
 from vaegan_jax.reconstruction import Reconstructor, model_inputs
-from vaegan_jax.steps import States, hand_on_averages
+from vaegan_jax.steps import States, decoding_states
 
 if TYPE_CHECKING:
     from vaegan_jax.evaluation import Report
@@ -161,10 +161,8 @@ def load_run(path: str | os.PathLike, step: int | None = None, inference: list[s
     """A trained run from its folder, its checkpoints/ folder or a checkpoints/<step> folder (the best checkpoint
     by validation score unless a step is named); `inference` assignments change how it decodes."""
     checkpoint = load_checkpoint(Path(path), step)
-    if checkpoint.meta.stage == 1:
-        # Stage I's networks decode as it hands them on to stage II.
-        arrays = dataclasses.replace(checkpoint.arrays, states=hand_on_averages(checkpoint.arrays.states))
-        checkpoint = dataclasses.replace(checkpoint, arrays=arrays)
+    states = decoding_states(checkpoint.arrays.states, checkpoint.meta.stage)
+    checkpoint = dataclasses.replace(checkpoint, arrays=dataclasses.replace(checkpoint.arrays, states=states))
     config = checkpoint.meta.config
     run = TrainedRun(checkpoint, config, Reconstructor(config, checkpoint.mesh))
     return run.with_inference(list(inference)) if inference else run

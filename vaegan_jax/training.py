@@ -36,7 +36,8 @@ from vaegan_jax.runs import (
 )
 from vaegan_jax.sharding import any_process, barrier, describe, fetch, is_main_process, place_members, replicate, training_mesh
 from vaegan_jax.steps import (
-    STAGES, EpochRunner, Stage, States, create_members, hand_on_averages, make_eval_losses, take_member,
+    STAGES, EpochRunner, Stage, States, create_members, decoding_states, hand_on_averages, make_eval_losses,
+    take_member,
 )
 from vaegan_jax.writer import RunWriter, main_process_log
 
@@ -228,11 +229,13 @@ class Trainer:
 
     # -- validation ------------------------------------------------------------------------------
 
-    def member_reconstructions(self, split: str) -> dict[str, np.ndarray]:
-        """Each member's deterministic reconstructions of a split by both paths: path -> (member, trial, H, W),
-        in [0, 1]. The model's own reconstruction is their average over members."""
+    def member_reconstructions(self, split: str, stage: int) -> dict[str, np.ndarray]:
+        """Each member's deterministic reconstructions of a split by both paths, decoded as a checkpoint of `stage`
+        decodes (load_run): path -> (member, trial, H, W), in [0, 1]. The model's own reconstruction is their
+        average over members."""
         arrays, size = self.arrays[split], self.dataset.image_size
-        return {path: self.reconstructor(self.states, self.keys, arrays[source], path, size)
+        states = decoding_states(self.states, stage)
+        return {path: self.reconstructor(states, self.keys, arrays[source], path, size)
                 for path, source in (("fmri", "voxels"), ("image", "image"))}
 
     def validate(self, stage: Stage, writer: RunWriter) -> float | None:
@@ -243,7 +246,8 @@ class Trainer:
         losses = fetch(self.eval_loss_fns[stage.number](self.states, self.arrays["val"], rng.validate(self.keys, step),
                                                         self.epoch_runners[stage.number].member_loss))
         writer.scalars({name: float(np.mean(value)) for name, value in losses.items()}, step, f"{stage.name}/val")
-        model = {path: members.mean(axis=0) for path, members in self.member_reconstructions("val").items()}
+        members = self.member_reconstructions("val", stage.number)
+        model = {path: images.mean(axis=0) for path, images in members.items()}
         values = path_scores(self.data.val.images, model)
         writer.scalars(values, step, f"{stage.name}/val")
         grid = labelled_grid(
@@ -391,12 +395,14 @@ class Trainer:
         """Restore the best checkpoint by validation score; write metrics.json and the reconstruction grid."""
         best = store.best_step()
         meta = None if best is None else self.restore(store, best)
-        members = {split: self.member_reconstructions(split) for split in ("val", "test") if len(getattr(self.data, split))}
+        stage = 0 if meta is None else meta.stage
+        members = {split: self.member_reconstructions(split, stage)
+                   for split in ("val", "test") if len(getattr(self.data, split))}
         stimuli = {split: getattr(self.data, split).images for split in members}
         origins = config_lib.member_origins(self.config, 1 if self.n_members == self.config.train.ensemble else 2)
         report = {
             "checkpoint_step": best,
-            "stage": 0 if meta is None else meta.stage,
+            "stage": stage,
             "epoch_in_stage": 0 if meta is None else meta.epoch_in_stage,
             **ensemble_scores(stimuli, members, origins),
         }
