@@ -90,6 +90,8 @@ class TrainConfig:
     temperature are chosen. updates: how a step updates the stage's learners: "sequential", each in the stage's
     order seeing the last's result (as the code D-VAE/GAN forked does it), or "simultaneous", every learner's
     gradient from one forward pass (Larsen et al.'s Algorithm 1; about 0.7x the arithmetic of stage I).
+    elastic_augment p in [0, 1]: each image of a stage-I batch is, at probability p, elastically distorted by a
+    fresh random field (`augmentation.py`; 0: never).
     """
 
     epochs: tuple[int, int, int] = (100, 100, 20)
@@ -116,6 +118,7 @@ class TrainConfig:
     readout_mix: float = 0.0
     readout_mix_candidates: tuple[float, ...] = (0.0, 0.5)
     updates: str = "sequential"
+    elastic_augment: float = 0.0
 
 
 def prior_variants(config: Config, stage: int) -> tuple[float, ...]:
@@ -336,6 +339,8 @@ def validate(config: Config) -> None:
         raise ConfigError(f"snapshots must be at least 1 (-1 lets the run choose), got {train.snapshots}")
     if train.choice_shortlist < 0:
         raise ConfigError(f"choice_shortlist must be a count (0: every voxel count), got {train.choice_shortlist}")
+    if not 0.0 <= train.elastic_augment <= 1.0:
+        raise ConfigError(f"elastic_augment must be a probability in [0, 1], got {train.elastic_augment}")
     if not 0.0 <= train.weight_average < 1.0:
         raise ConfigError(f"weight_average must be a decay in [0, 1) (0: no averaging), got {train.weight_average}")
     if train.snapshot_every < 1:

@@ -173,6 +173,8 @@ def describe_run(config: Config, dataset: Dataset, data: PreparedData, layout: s
         f"latent {config.model.latent_dim}, batch {config.train.batch_size}, epochs I/II/III {config.train.epochs}"
         + (f", stage I hands on its image path's weights averaged over its steps (decay {config.train.weight_average:g})"
            if config.train.weight_average > 0 else "")
+        + (f", stage I distorts each image elastically at probability {config.train.elastic_augment:g}"
+           if config.train.elastic_augment > 0 else "")
         + (f", stage I trains a variant for each KL weight {', '.join(f'{w:g}' for w in prior_variants(config, 1))} "
            "side by side, of which cross-validation on the fit trials keeps one" if prior_variants(config, 1) else ""),
         f"members  {config.train.ensemble} (seeds {config.train.seed}..{config.train.seed + config.train.ensemble - 1})"

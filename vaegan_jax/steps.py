@@ -18,6 +18,7 @@ from flax import linen as nn
 from flax.training import train_state
 
 from vaegan_jax import losses
+from vaegan_jax.augmentation import elastic_distort
 from vaegan_jax.config import Config, LossConfig, member_count, prior_variants
 from vaegan_jax.models import NETWORKS, build_networks, example_inputs
 from vaegan_jax.sharding import MEMBERS, place_members, replicate, split_batch, training_mesh
@@ -27,6 +28,8 @@ States = dict[str, "TrainState"]
 Metrics = dict[str, jax.Array]
 # The loss settings (LossConfig fields) that differ between members, one value per member: stage I's variants.
 MemberLoss = dict[str, jax.Array]
+# What a training step's key folds in for its images' elastic distortion (train.elastic_augment).
+AUGMENT_STREAM = 1
 
 
 class TrainState(train_state.TrainState):
@@ -397,12 +400,19 @@ class EpochRunner:
         self.mesh = training_mesh(n_members, self.batch_size) if mesh is None else mesh
         self.member_loss = member_loss(config, stage.number)
 
+        augment = 0.0 if stage.paired else config.train.elastic_augment
+
         def run_chunk(
             states: States, data: Batch, order: jax.Array, keys: jax.Array, varying: MemberLoss
         ) -> tuple[States, Metrics]:
             def body(carry: States, xs):
                 indices, step_key = xs
-                return train_step(carry, split_batch(jax.tree.map(lambda a: a[indices], data)), step_key, varying)
+                batch = jax.tree.map(lambda a: a[indices], data)
+                if augment > 0:
+                    # Folded, not split: the step's own draws from step_key stay what they are without augmentation.
+                    distorted = elastic_distort(jax.random.fold_in(step_key, AUGMENT_STREAM), batch["image"], augment)
+                    batch = {**batch, "image": distorted}
+                return train_step(carry, split_batch(batch), step_key, varying)
 
             if order.shape[0] == 1:
                 # jax compiles a scan of one step to a while loop even when told to unroll it, and on the CPU a
