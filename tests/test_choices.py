@@ -173,14 +173,19 @@ def test_a_run_that_ends_before_stage_two_reports_from_its_stage_one_checkpoint(
     choosing_config: Config, dataset: Dataset, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     # Stage I's checkpoints predate the choice: their cognitive encoder reads every voxel, the chosen
-    # config fewer. The final report must restore them all the same.
+    # config fewer. The final report must restore them all the same, and decode them as load_run does: with
+    # the weight averages stage I hands on, not its last weights.
     config = config_lib.override(choosing_config, [
         "train.voxel_candidates=4", "train.epochs=1,0,0", "train.readout_mix_candidates=0.5",
-        "inference.black_level_candidates=0.3",
+        "inference.black_level_candidates=0.3", "train.weight_average=0.9",
     ])
     _, report, _ = run_training(config, dataset, tmp_path / "run", progress=False, log=lambda message: None)
     assert report["stage"] == 1
-    assert np.isfinite(report["test"]["pcc_image"])
+    run = load_run(tmp_path / "run")
+    test, arrays = run.prepare(dataset).test, run.checkpoint.arrays
+    images = to_model_images(test.images, run.config.model.image_size)
+    image_path = run.reconstructor(arrays.states, arrays.keys, images, "image", run.image_size)
+    np.testing.assert_allclose(report["test"]["pcc_image"], metrics.pcc(test.images, image_path[0]).mean(), rtol=1e-5)
     chosen = json.loads((tmp_path / "run" / "choices.json").read_text())["chosen"]
     assert (chosen["train.selected_voxels"], chosen["train.readout_mix"], chosen["inference.black_level"]) == (4, 0.5, 0.3)
     # decoder_cv.py on that checkpoint (its docstring's recipe) decodes with the run's later choices.

@@ -1,10 +1,7 @@
-"""Stage I's moving average of the image path's weights (`train.weight_average`): kept by its steps, handed
-on to stage II (a whole run's hand-on, also after a resume: test_snapshots; the `fast` preset's: test_fast_preset)
-and decoded by a stage-I checkpoint wherever it is reported."""
+"""Stage I's moving average of the image path's weights (`train.weight_average`): kept by its steps and handed
+on to stage II (a whole run's hand-on, also after a resume: test_snapshots; the `fast` preset's: test_fast_preset)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -12,13 +9,8 @@ import pytest
 
 from conftest import leaves
 from vaegan_jax import config as config_lib
-from vaegan_jax import load_run
 from vaegan_jax.config import Config
-from vaegan_jax.data.dataset import Dataset
-from vaegan_jax.data.prepare import to_model_images
 from vaegan_jax.errors import ConfigError
-from vaegan_jax.metrics import pcc
-from vaegan_jax.training import run_training
 from vaegan_jax.steps import AVERAGED, STAGES, create_states, hand_on_averages, make_train_step, weights_of
 
 
@@ -69,25 +61,6 @@ def test_the_paired_stages_leave_the_averages_alone(averaging: Config, stage_num
 def test_without_averaging_no_network_keeps_an_average(tiny_config: Config) -> None:
     config = config_lib.override(tiny_config, ["model.image_size=28"])
     assert all(state.average is None for state in one_step(config, 1)[1].values())
-
-
-@pytest.mark.slow
-def test_a_stage_one_checkpoint_is_reported_as_load_run_decodes_it(
-    averaging: Config, dataset: Dataset, tmp_path: Path
-) -> None:
-    # The run's own report of its best checkpoint, here stage I's, must be what eval.py finds in it: the
-    # networks as stage I hands them on, not its last weights.
-    config = config_lib.override(averaging, ["train.epochs=2,0,0"])
-    _, report, _ = run_training(config, dataset, tmp_path / "run", progress=False, log=lambda message: None)
-    assert report["stage"] == 1
-    run = load_run(tmp_path / "run")
-    evaluated = run.evaluate(split="test", baselines=()).metrics["methods"]["model"]["per_image"]
-    np.testing.assert_allclose(report["test"]["pcc_fmri"], np.mean(evaluated["pcc"]), rtol=1e-5)
-    test = run.prepare(dataset).test
-    arrays = run.checkpoint.arrays
-    image_path = run.reconstructor(arrays.states, arrays.keys, to_model_images(test.images, 28), "image", 28)
-    np.testing.assert_allclose(report["test"]["pcc_image"], np.mean(pcc(test.images, image_path.mean(axis=0))),
-                               rtol=1e-5)
 
 
 @pytest.mark.parametrize("decay", ["-0.1", "1.0", "1.5"])
