@@ -3,6 +3,9 @@ on to stage II (a whole run's hand-on, also after a resume: test_snapshots; the 
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import jax
 import numpy as np
 import pytest
@@ -19,12 +22,24 @@ def averaging(tiny_config: Config) -> Config:
     return config_lib.override(tiny_config, ["train.weight_average=0.9", "model.image_size=28"])
 
 
-def one_step(config: Config, stage_number: int, steps_before: int = 0) -> tuple[dict, dict]:
+@functools.lru_cache(maxsize=None)
+def compiled_step(config: Config, stage_number: int) -> Callable:
+    """One jitted step per config and stage, shared by the tests that only change the states' values."""
+    return jax.jit(make_train_step(config, STAGES[stage_number - 1]))
+
+
+def step_inputs(config: Config, steps_before: int = 0) -> tuple[dict, dict]:
+    """Fresh states that have taken `steps_before` steps, and a batch."""
     states = create_states(config, 12, jax.random.key(0))
     states = {name: state.replace(step=state.step + steps_before) for name, state in states.items()}
     batch = {"image": jax.random.uniform(jax.random.key(1), (5, 28, 28, 1), minval=-1.0),
              "voxels": jax.random.normal(jax.random.key(2), (5, 12))}
-    return states, jax.jit(make_train_step(config, STAGES[stage_number - 1]))(states, batch, jax.random.key(3))[0]
+    return states, batch
+
+
+def one_step(config: Config, stage_number: int, steps_before: int = 0) -> tuple[dict, dict]:
+    states, batch = step_inputs(config, steps_before)
+    return states, compiled_step(config, stage_number)(states, batch, jax.random.key(3))[0]
 
 
 @pytest.mark.parametrize("steps_before, kept", [(0, 0.0), (3, 0.75), (20, 0.9)])
@@ -60,7 +75,10 @@ def test_the_paired_stages_leave_the_averages_alone(averaging: Config, stage_num
 
 def test_without_averaging_no_network_keeps_an_average(tiny_config: Config) -> None:
     config = config_lib.override(tiny_config, ["model.image_size=28"])
-    assert all(state.average is None for state in one_step(config, 1)[1].values())
+    states, batch = step_inputs(config)
+    # What the step returns, traced without being compiled.
+    after, _ = jax.eval_shape(make_train_step(config, STAGES[0]), states, batch, jax.random.key(3))
+    assert all(state.average is None for state in after.values())
 
 
 @pytest.mark.parametrize("decay", ["-0.1", "1.0", "1.5"])
