@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage
 
-# Simard's sigma with the milder alpha that `data.handwriting.elastic_variants` uses (at 34 many digits stop
-# looking like their digit), in pixels of a 28x28 image; other sizes scale both, for the same distortion.
-ALPHA = 20.0
-SIGMA = 4.0
-SIDE = 28
+# The alpha and sigma of `elastic_variants`, in pixels of a 28x28 image; other sizes scale both, for the same
+# distortion.
+from vaegan_jax.data.handwriting import ELASTIC_ALPHA as ALPHA
+from vaegan_jax.data.handwriting import ELASTIC_SIGMA as SIGMA
+from vaegan_jax.data.handwriting import SIDE
 
 
 @functools.lru_cache(maxsize=8)

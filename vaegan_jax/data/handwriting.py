@@ -28,6 +28,11 @@ DIGITS_FILE = Path(__file__).with_name("mnist_sixes_nines.npz")
 # stimulus, re-quantised or shifted by a pixel, correlate above this.
 NEAR_DUPLICATE_PCC = 0.97
 PRIOR_SIZE = 2000
+# Elastic distortion (Simard et al. 2003), in pixels of a 28x28 digit: sigma smooths the random displacement
+# field, alpha scales it. Simard used alpha 34 with sigma 4 on MNIST; at 34 many of these digits stop looking
+# like the digit they were, at 20 they still do.
+ELASTIC_ALPHA = 20.0
+ELASTIC_SIGMA = 4.0
 
 
 @functools.lru_cache(maxsize=1)
@@ -68,12 +73,11 @@ def near_duplicates(candidates: np.ndarray, stimuli: np.ndarray, threshold: floa
     return copied
 
 
-def elastic_variants(rng: np.random.Generator, images: np.ndarray, alpha: float = 20.0, sigma: float = 4.0) -> np.ndarray:
-    """One elastic distortion of each image (Simard et al. 2003: a smoothed random displacement field), uint8.
-
-    alpha scales the displacement field, sigma smooths it (in pixels). Simard used alpha 34 with sigma 4 on
-    MNIST; at 34 many of these digits stop looking like the digit they were, at 20 they still do.
-    """
+def elastic_variants(
+    rng: np.random.Generator, images: np.ndarray, alpha: float = ELASTIC_ALPHA, sigma: float = ELASTIC_SIGMA
+) -> np.ndarray:
+    """One elastic distortion of each image (Simard et al. 2003: a smoothed random displacement field), uint8;
+    alpha scales the displacement field, sigma smooths it (in pixels)."""
     n, height, width = images.shape
     rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
     out = np.empty_like(images)
