@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+
 from vaegan_jax import cli
 
 PER_ROW = 10
 
 
-def parse_args(argv: list[str]):
+def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line of decode.py."""
     parser = cli.OneLineArgumentParser(
         prog="decode.py",

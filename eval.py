@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 from vaegan_jax import cli
 
 
-def parse_args(argv: list[str]):
+def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line of eval.py."""
     parser = cli.OneLineArgumentParser(
         prog="eval.py",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import sys
@@ -9,7 +10,7 @@ import sys
 from vaegan_jax import cli
 
 
-def parse_args(argv: list[str]):
+def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line of train.py."""
     from vaegan_jax.config import PRESETS
 

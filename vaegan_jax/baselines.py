@@ -111,6 +111,7 @@ class _MlpVae(nn.Module):
     n_pixels: int
 
     def setup(self) -> None:
+        """The encoder's and decoder's dense layers, mirror images of each other."""
         self.encoder_layers = [nn.Dense(width) for width in self.hidden]
         self.posterior = nn.Dense(2 * self.latent_dim)
         self.decoder_layers = [nn.Dense(width) for width in reversed(self.hidden)]

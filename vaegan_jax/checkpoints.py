@@ -396,6 +396,7 @@ class _FinishingEventLoop(asyncio.SelectorEventLoop):
     """
 
     def close(self) -> None:
+        """Let unfinished tasks end (for at most a minute), then close."""
         pending = [task for task in asyncio.all_tasks(self) if not task.done()]
         if pending and not self.is_running() and not self.is_closed():
             # Reads of a local folder end in moments; the bound only keeps a stuck one from hanging the run.
@@ -405,6 +406,7 @@ class _FinishingEventLoop(asyncio.SelectorEventLoop):
 
 class _FinishingPolicy(asyncio.DefaultEventLoopPolicy):
     def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        """A loop that lets its unfinished tasks end before it closes."""
         return _FinishingEventLoop()
 
 
