@@ -8,25 +8,45 @@ figure's mean over the seeds beside the real file's (data.md, measured outside t
 `--set field=value` changes the voxel model (`synthetic.VoxelModel`) to try other settings; the latent-ridge
 VAE, which does not depend on voxels, is trained once per seed and shared by every setting.
 
+`--model-runs PATTERN` adds the model: runs trained on each stand-in seed (`{seed}` in the pattern, a glob
+beyond it), whose networks at their last checkpoint (stage I's: it does not depend on voxels either) are read by the model's linear readout from
+the same 450 voxels (ridge onto the visual encoder's latent means of the fit images, as the cognitive encoder
+starts) and decoded as each run decodes; the row is the mean over a seed's runs, then over seeds, and a last
+row gives its lead over latent-ridge on those voxels. The real figures beside it are the `fast` preset's of the
+real measurement (10/10/5 epochs, 450 voxels, temperature 0.75), whose stage I the runs should repeat:
+
+    python train.py --data standinD.mat --seed S --epochs 10,0,0 --set loss.pixel_weight=0 \\
+        --set train.weight_average=0 --set train.updates=sequential --set train.selected_voxels=450 \\
+        --set inference.temperature=0.75 --set train.readout_mix=0 --set inference.black_level=0
+
     .venv/bin/python benchmarks/calibrate_standin.py --seeds 0,1,2,3
     .venv/bin/python benchmarks/calibrate_standin.py --set snr=0.5 --set global_noise=0.2 --set snr=0.6,footprint=0.5
+    .venv/bin/python benchmarks/calibrate_standin.py --model-runs 'runs/stage1-d{seed}-s*'
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vaegan_jax import metrics  # noqa: E402
+from vaegan_jax import load_run, metrics  # noqa: E402
 from vaegan_jax.baselines import LatentRidgeDecoder, MeanImageDecoder, RidgeDecoder  # noqa: E402
+from vaegan_jax.checkpoints import CheckpointStore  # noqa: E402
 from vaegan_jax.data import synthetic  # noqa: E402
-from vaegan_jax.data.prepare import prepare  # noqa: E402
+from vaegan_jax.data.prepare import clear_faint_pixels, prepare, to_model_images, to_native_images  # noqa: E402
+from vaegan_jax.initialisation import fit_latent_readout, visual_latent_means  # noqa: E402
+from vaegan_jax.runs import RunPaths  # noqa: E402
+from vaegan_jax.steps import make_decode, take_member  # noqa: E402
+from vaegan_jax.trained_run import TrainedRun  # noqa: E402
 
 MEASURES = ("pcc", "mse", "ssim", "ident_2way")
 # The real Donders file, standard test split, the project's baselines (data.md, measured at 4967ecc).
@@ -37,6 +57,11 @@ REAL = {
     "latent-ridge, every voxel": (0.845, 0.0294, 0.696, 0.989),
     "latent-ridge, 450 voxels": (0.848, 0.0287, 0.735, 1.000),
 }
+# The `fast` preset of the real measurement, mean over training seeds 0-2 (data.md), and its lead over latent-ridge.
+MODEL = "model, `fast` of then"
+LEAD = "model - latent-ridge, 450"
+REAL_MODEL = {MODEL: (0.821, 0.0337, 0.657, 0.967)}
+REAL_MODEL[LEAD] = tuple(m - b for m, b in zip(REAL_MODEL[MODEL], REAL["latent-ridge, 450 voxels"]))
 
 
 def parse_model(text: str) -> synthetic.VoxelModel:
@@ -57,8 +82,35 @@ def scores(images: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
     return np.array([float(np.mean(per_image[name])) for name in MEASURES])
 
 
-def seed_figures(seed: int, models: list[synthetic.VoxelModel], val_trials: int, selected: int) -> list[dict]:
-    """Per voxel model, each baseline's figures on stand-in `seed`."""
+def last_checkpoint(folder: str) -> TrainedRun:
+    """A run at its newest checkpoint (not the best by validation, which the fMRI path and so the voxels choose)."""
+    store = CheckpointStore(RunPaths(Path(folder)).checkpoints, read_only=True)
+    try:
+        return load_run(folder, store.latest_step())
+    finally:
+        store.close()
+
+
+def model_reconstructions(run: TrainedRun, fit_voxels: np.ndarray, fit_images: np.ndarray, test_voxels: np.ndarray,
+                          extra_images: np.ndarray | None) -> np.ndarray:
+    """A run's stage-I networks read by the model's linear readout, fitted on these voxels, decoded as the run decodes."""
+    config, states = run.config, take_member(run.states, 0)
+    if config.inference.temperature < 0 or config.train.readout_mix < 0 or config.inference.black_level < 0:
+        raise SystemExit("--model-runs: runs must fix inference.temperature, train.readout_mix and inference.black_level")
+    size = fit_images.shape[1]
+    latents = visual_latent_means(config, states, to_model_images(fit_images, config.model.image_size))
+    prior = None
+    if config.train.readout_mix > 0 and extra_images is not None:
+        prior = visual_latent_means(config, states, to_model_images(extra_images, config.model.image_size))
+    mu, logvar = fit_latent_readout(fit_voxels, latents, prior, config.train.readout_mix).predict(test_voxels)
+    decode = jax.jit(make_decode(config, config.inference.samples))
+    images = decode(states["generator"], mu, logvar, jax.random.key(0), jnp.float32(config.inference.temperature))
+    return clear_faint_pixels(to_native_images(images, size), config.inference.black_level_in_use)
+
+
+def seed_figures(seed: int, models: list[synthetic.VoxelModel], val_trials: int, selected: int,
+                 runs: list[TrainedRun]) -> list[dict]:
+    """Per voxel model, each baseline's figures on stand-in `seed`, and the model's (mean over `runs`) if any."""
     vae = None
     out = []
     for model in models:
@@ -74,6 +126,10 @@ def seed_figures(seed: int, models: list[synthetic.VoxelModel], val_trials: int,
             figures[f"ridge, {label}"] = scores(test.images, ridge.predict(test.voxels[:, columns]))
             readout = vae.fit_readout(fit.voxels[:, columns], fit.images)
             figures[f"latent-ridge, {label}"] = scores(test.images, readout.predict(test.voxels[:, columns]))
+        if runs:
+            figures[MODEL] = np.mean([scores(test.images, model_reconstructions(
+                run, fit.voxels[:, chosen], fit.images, test.voxels[:, chosen], data.extra_images)) for run in runs], axis=0)
+            figures[LEAD] = figures[MODEL] - figures[f"latent-ridge, {selected} voxels"]
         out.append(figures)
     return out
 
@@ -86,19 +142,30 @@ def main() -> int:
                         help="a voxel model to try (repeatable; default: the calibrated one)")
     parser.add_argument("--val-trials", type=int, default=10)
     parser.add_argument("--selected", type=int, default=450)
+    parser.add_argument("--model-runs", metavar="PATTERN",
+                        help="run folders trained on stand-in seed {seed}, e.g. 'runs/stage1-d{seed}-s*' (see above)")
     args = parser.parse_args()
     models = [parse_model(text) for text in args.set] or [synthetic.VoxelModel()]
     seeds = [int(s) for s in args.seeds.split(",")]
-    per_seed = [seed_figures(seed, models, args.val_trials, args.selected) for seed in seeds]
+    per_seed = []
+    for seed in seeds:
+        folders = sorted(f for f in glob.glob(args.model_runs.format(seed=seed)) if Path(f).is_dir()) if args.model_runs else []
+        if args.model_runs and not folders:
+            raise SystemExit(f"--model-runs: no run folder matches {args.model_runs.format(seed=seed)}")
+        per_seed.append(seed_figures(seed, models, args.val_trials, args.selected, [last_checkpoint(f) for f in folders]))
+    rows = {**REAL, **(REAL_MODEL if args.model_runs else {})}
     for k, model in enumerate(models):
         changed = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
                    if getattr(model, f.name) != f.default}
         print(f"\nvoxel model {changed or 'default'}; stand-in seeds {seeds}, mean over seeds (real file in brackets)")
-        print(f"{'method':28}" + "".join(f"{name:>20}" for name in MEASURES))
-        for method, real in REAL.items():
+        print(f"{'method':28}" + "".join(f"{name:>23}" for name in MEASURES))
+        for method, real in rows.items():
             figures = np.array([seed[k][method] for seed in per_seed])
-            cells = [f"{m:.3f}±{s:.3f} ({r:.3f})" for m, s, r in zip(figures.mean(0), figures.std(0), real)]
-            print(f"{method:28}" + "".join(f"{cell:>20}" for cell in cells))
+            cells = [f"{m:+.4f}±{s:.4f} ({r:+.4f})" if method == LEAD else f"{m:.3f}±{s:.3f} ({r:.3f})"
+                     for m, s, r in zip(figures.mean(0), figures.std(0), real)]
+            print(f"{method:28}" + "".join(f"{cell:>23}" for cell in cells))
+            if method == LEAD:
+                print(f"{'  PCC, seed by seed':28}" + "  ".join(f"{seed} {lead:+.4f}" for seed, lead in zip(seeds, figures[:, 0])))
     return 0
 
 
