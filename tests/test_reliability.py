@@ -255,8 +255,11 @@ def test_run_info_records_what_is_needed_to_repeat_the_run(
 ) -> None:
     reference, _ = train_py_run
     info = json.loads(RunPaths(reference).run_info.read_text())
-    assert {"command", "started", "vaegan_jax", "git_commit", "git_dirty", "python", "packages", "devices", "data",
-            "preset"} <= set(info)
+    assert {"command", "started", "vaegan_jax", "git_commit", "git_dirty", "python", "packages", "devices", "host",
+            "data", "preset"} <= set(info)
+    # The same seed trains bit for bit on one kind of CPU; which kind ran is part of what repeats a run.
+    assert info["host"]["cores"] == os.cpu_count() and info["host"]["model"]
+    assert all(isinstance(flag, str) for flag in info["host"]["vector_extensions"])
     assert info["command"] == ["train.py", *TINY_ARGS, "--data", str(data_file), "--out", str(reference)]
     assert {"jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"} <= set(info["packages"])
     assert all(isinstance(version, str) for version in info["packages"].values())

@@ -93,9 +93,29 @@ def run_info(config: Config, dataset: Dataset, argv: list[str] | None) -> dict[s
         "python": platform.python_version(),
         "packages": {name: _package_version(name) for name in RECORDED_PACKAGES},
         "devices": [str(d) for d in jax.devices()],
+        "host": host_cpu(),
         "data": data_meta(dataset),
         "preset": config.preset,
     }
+
+
+# The vector extensions XLA's CPU compiler may use: with other ones a step sums in another order, so the same
+# seed trains another network (float rounding, which a GAN amplifies), and runs at another speed.
+VECTOR_EXTENSIONS = ("sse4", "avx", "fma", "amx", "neon", "asimd", "sve")
+
+
+def host_cpu() -> dict[str, Any]:
+    """The host's CPU model, core count and vector extensions (from /proc/cpuinfo where there is one)."""
+    host = {"model": platform.processor() or platform.machine(), "cores": os.cpu_count(), "vector_extensions": []}
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return host
+    fields = {key.strip(): value.strip() for key, value in (line.split(":", 1) for line in lines if ":" in line)}
+    model = fields.get("model name") or fields.get("Model", "")
+    flags = (fields.get("flags") or fields.get("Features") or "").split()
+    return {**host, "model": model or host["model"],
+            "vector_extensions": sorted(flag for flag in flags if flag.startswith(VECTOR_EXTENSIONS))}
 
 
 def _git(*args: str) -> str | None:
