@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vaegan_jax import load_run, metrics  # noqa: E402
+from vaegan_jax import load_run, metrics, rng  # noqa: E402
 from vaegan_jax.baselines import LatentRidgeDecoder, MeanImageDecoder, RidgeDecoder  # noqa: E402
 from vaegan_jax.checkpoints import CheckpointStore  # noqa: E402
 from vaegan_jax.data import synthetic  # noqa: E402
@@ -91,21 +91,29 @@ def last_checkpoint(folder: str) -> TrainedRun:
         store.close()
 
 
-def model_reconstructions(run: TrainedRun, fit_voxels: np.ndarray, fit_images: np.ndarray, test_voxels: np.ndarray,
-                          extra_images: np.ndarray | None) -> np.ndarray:
-    """A run's stage-I networks read by the model's linear readout, fitted on these voxels, decoded as the run decodes."""
+def model_posteriors(run: TrainedRun, fit_voxels: np.ndarray, fit_images: np.ndarray, test_voxels: np.ndarray,
+                     extra_images: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The posteriors (mu, logvar) of test voxels under the model's linear readout, fitted on these voxels onto a
+    run's visual latents as stage II's start is (mixed with the inverted encoding model as the run mixes it)."""
     config, states = run.config, take_member(run.states, 0)
     if config.inference.temperature < 0 or config.train.readout_mix < 0 or config.inference.black_level < 0:
         raise SystemExit("--model-runs: runs must fix inference.temperature, train.readout_mix and inference.black_level")
-    size = fit_images.shape[1]
     latents = visual_latent_means(config, states, to_model_images(fit_images, config.model.image_size))
     prior = None
     if config.train.readout_mix > 0 and extra_images is not None:
         prior = visual_latent_means(config, states, to_model_images(extra_images, config.model.image_size))
-    mu, logvar = fit_latent_readout(fit_voxels, latents, prior, config.train.readout_mix).predict(test_voxels)
+    return fit_latent_readout(fit_voxels, latents, prior, config.train.readout_mix).predict(test_voxels)
+
+
+def model_reconstructions(run: TrainedRun, fit_voxels: np.ndarray, fit_images: np.ndarray, test_voxels: np.ndarray,
+                          extra_images: np.ndarray | None) -> np.ndarray:
+    """`model_posteriors` decoded as the run decodes (its first member's generator and posterior draws)."""
+    config = run.config
+    mu, logvar = model_posteriors(run, fit_voxels, fit_images, test_voxels, extra_images)
     decode = jax.jit(make_decode(config, config.inference.samples))
-    images = decode(states["generator"], mu, logvar, jax.random.key(0), jnp.float32(config.inference.temperature))
-    return clear_faint_pixels(to_native_images(images, size), config.inference.black_level_in_use)
+    key = rng.decode(run.checkpoint.arrays.keys)[0]
+    images = decode(take_member(run.states, 0)["generator"], mu, logvar, key, jnp.float32(config.inference.temperature))
+    return clear_faint_pixels(to_native_images(images, fit_images.shape[1]), config.inference.black_level_in_use)
 
 
 def seed_figures(seed: int, models: list[synthetic.VoxelModel], val_trials: int, selected: int,
