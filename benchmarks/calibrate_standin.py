@@ -9,10 +9,11 @@ figure's mean over the seeds beside the real file's (data.md, measured outside t
 VAE, which does not depend on voxels, is trained once per seed and shared by every setting.
 
 `--model-runs PATTERN` adds the model: runs trained on each stand-in seed (`{seed}` in the pattern, a glob
-beyond it), whose networks at their last checkpoint (stage I's: it does not depend on voxels either) are read by the model's linear readout from
-the same 450 voxels (ridge onto the visual encoder's latent means of the fit images, as the cognitive encoder
-starts) and decoded as each run decodes; the row is the mean over a seed's runs, then over seeds, and a last
-row gives its lead over latent-ridge on those voxels. The real figures beside it are the `fast` preset's of the
+beyond it) are taken at their last checkpoint (stage I's: it does not depend on voxels either), their linear
+cognitive encoder is set to the start stage II learns from, fitted on the same 450 voxels (ridge onto the visual
+latents of the fit images, mixed as the run mixes it), and they decode the test voxels as the run decodes; the
+row is the mean over a seed's runs, then over seeds, and a last row gives its lead over latent-ridge on those
+voxels. The real figures beside it are the `fast` preset's of the
 real measurement (10/10/5 epochs, 450 voxels, temperature 0.75), whose stage I the runs should repeat:
 
     python train.py --data standinD.mat --seed S --epochs 10,0,0 --set loss.pixel_weight=0 \\
@@ -32,20 +33,18 @@ import glob
 import sys
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vaegan_jax import load_run, metrics, rng  # noqa: E402
+from vaegan_jax import load_run, metrics  # noqa: E402
 from vaegan_jax.baselines import LatentRidgeDecoder, MeanImageDecoder, RidgeDecoder  # noqa: E402
 from vaegan_jax.checkpoints import CheckpointStore  # noqa: E402
 from vaegan_jax.data import synthetic  # noqa: E402
-from vaegan_jax.data.prepare import clear_faint_pixels, prepare, to_model_images, to_native_images  # noqa: E402
-from vaegan_jax.initialisation import fit_latent_readout, visual_latent_means  # noqa: E402
+from vaegan_jax.data.prepare import prepare, to_model_images  # noqa: E402
+from vaegan_jax.initialisation import ridge_initialised_members  # noqa: E402
 from vaegan_jax.runs import RunPaths  # noqa: E402
-from vaegan_jax.steps import make_decode, take_member  # noqa: E402
+from vaegan_jax.steps import States  # noqa: E402
 from vaegan_jax.trained_run import TrainedRun  # noqa: E402
 
 MEASURES = ("pcc", "mse", "ssim", "ident_2way")
@@ -91,29 +90,25 @@ def last_checkpoint(folder: str) -> TrainedRun:
         store.close()
 
 
-def model_posteriors(run: TrainedRun, fit_voxels: np.ndarray, fit_images: np.ndarray, test_voxels: np.ndarray,
-                     extra_images: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """The posteriors (mu, logvar) of test voxels under the model's linear readout, fitted on these voxels onto a
-    run's visual latents as stage II's start is (mixed with the inverted encoding model as the run mixes it)."""
-    config, states = run.config, take_member(run.states, 0)
+def readout_states(run: TrainedRun, fit_voxels: np.ndarray, fit_images: np.ndarray,
+                   extra_images: np.ndarray | None) -> States:
+    """A run's states with the cognitive encoder that stage II starts from, fitted on these voxels
+    (`initialisation.ridge_initialised_members`, mixed with the inverted encoding model as the run mixes it)."""
+    config = run.config
     if config.inference.temperature < 0 or config.train.readout_mix < 0 or config.inference.black_level < 0:
         raise SystemExit("--model-runs: runs must fix inference.temperature, train.readout_mix and inference.black_level")
-    latents = visual_latent_means(config, states, to_model_images(fit_images, config.model.image_size))
-    prior = None
-    if config.train.readout_mix > 0 and extra_images is not None:
-        prior = visual_latent_means(config, states, to_model_images(extra_images, config.model.image_size))
-    return fit_latent_readout(fit_voxels, latents, prior, config.train.readout_mix).predict(test_voxels)
+    size = config.model.image_size
+    extras = None if extra_images is None else to_model_images(extra_images, size)
+    return ridge_initialised_members(config, run.states, fit_voxels, to_model_images(fit_images, size), extras)
 
 
 def model_reconstructions(run: TrainedRun, fit_voxels: np.ndarray, fit_images: np.ndarray, test_voxels: np.ndarray,
                           extra_images: np.ndarray | None) -> np.ndarray:
-    """`model_posteriors` decoded as the run decodes (its first member's generator and posterior draws)."""
-    config = run.config
-    mu, logvar = model_posteriors(run, fit_voxels, fit_images, test_voxels, extra_images)
-    decode = jax.jit(make_decode(config, config.inference.samples))
-    key = rng.decode(run.checkpoint.arrays.keys)[0]
-    images = decode(take_member(run.states, 0)["generator"], mu, logvar, key, jnp.float32(config.inference.temperature))
-    return clear_faint_pixels(to_native_images(images, fit_images.shape[1]), config.inference.black_level_in_use)
+    """The test voxels decoded by `readout_states` along the run's own reconstruction path (its members averaged)."""
+    states = readout_states(run, fit_voxels, fit_images, extra_images)
+    members = run.reconstructor(states, run.checkpoint.arrays.keys, test_voxels.astype(np.float32), "fmri",
+                                fit_images.shape[1])
+    return members.mean(axis=0)
 
 
 def seed_figures(seed: int, models: list[synthetic.VoxelModel], val_trials: int, selected: int,
