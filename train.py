@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     cli.use_compilation_cache()
     cli.join_processes(args)
-    from vaegan_jax import choices
+    from vaegan_jax import choices, history
     from vaegan_jax import config as config_lib
     from vaegan_jax.data import load_dataset, load_synthetic
     from vaegan_jax.data.origin import DataOrigin
@@ -91,6 +91,9 @@ def main(argv: list[str]) -> int:
     for member in report.get("members", []):
         row = [member["test"][f"{m}_fmri"] for m in ("pcc", "mse", "ssim", "ident_2way")]
         print(f"{'test':6} {'fmri':6} " + " ".join(f"{v:7.4f}" for v in row) + f"   member {config_lib.describe_member(member)}")
+    if report.get("validation"):
+        print(f"\nvalidations  (each stage's; every one in {paths.validation})")
+        print("\n".join(history.describe(report["validation"])))
     parts = [f"{name} {t['epochs']} epochs {t['seconds']:.1f} s ({t['seconds'] / t['epochs']:.3g} s/epoch, the loop's "
              f"own work {1000 * (t['seconds'] - t['waiting_seconds']) / t['epochs']:.0f} ms/epoch)"
              for name, t in timing.items() if t.get("epochs")]

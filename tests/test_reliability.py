@@ -157,6 +157,8 @@ def test_train_py_survives_sigint_and_sigkills_and_resumes_to_the_uninterrupted_
     assert_trees_identical(checkpoint_arrays(run, template), checkpoint_arrays(reference, template))
     ours, theirs = (json.loads(RunPaths(r).metrics.read_text()) for r in (run, reference))
     assert ours == theirs
+    # Validations of epochs trained again after a kill are forgotten, not repeated.
+    assert RunPaths(run).validation.read_text() == RunPaths(reference).validation.read_text()
     # Only the latest, the best and the last before stage III are left, and no temporary or half-deleted folder.
     store = CheckpointStore(RunPaths(run).checkpoints, read_only=True)
     assert sorted(p.name for p in RunPaths(run).checkpoints.iterdir()) == sorted(

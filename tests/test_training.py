@@ -13,6 +13,7 @@ from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
 from vaegan_jax import config as config_lib
+from vaegan_jax import history
 from vaegan_jax.checkpoints import FORMAT_VERSION, CheckpointStore
 from vaegan_jax.config import Config
 from vaegan_jax.data import Dataset
@@ -117,6 +118,30 @@ def test_metrics_json_reports_the_best_checkpoint(trained: Trainer) -> None:
         assert {f"{m}_{p}" for m in ("pcc", "mse", "ssim", "ident_2way") for p in ("fmri", "image")} == set(report[split])
 
 
+def test_validation_csv_holds_every_validation_and_metrics_json_sums_it_up_per_stage(
+    trained: Trainer, events: event_accumulator.EventAccumulator
+) -> None:
+    rows = history.read(trained.paths.validation)
+    assert [row["step"] for row in rows] == list(range(1, sum(EPOCHS) + 1))
+    for stage, epochs in zip(STAGES, EPOCHS):
+        ours = [row for row in rows if row["stage"] == stage.number]
+        assert [row["epoch"] for row in ours] == list(range(1, epochs + 1))
+        for metric in ("pcc_fmri", "ssim_image"):
+            logged = [(event.step, event.value) for event in events.Scalars(f"{stage.name}/val/{metric}")]
+            assert [(row["step"], pytest.approx(row[metric], rel=1e-6)) for row in ours] == logged
+    summary = json.loads(trained.paths.metrics.read_text())["validation"]
+    assert set(summary) == {"stage1", "stage2", "stage3"}
+    assert "best" not in summary["stage1"] and not any(k.endswith("_fmri") for k in summary["stage1"]["last"])
+    assert summary["stage1"]["last"]["pcc_image"] == rows[EPOCHS[0] - 1]["pcc_image"]
+    for stage in STAGES[1:]:
+        ours = [row for row in rows if row["stage"] == stage.number]
+        assert summary[stage.name] == {"last": ours[-1], "best": max(ours, key=lambda row: row["pcc_fmri"])}
+    # The best checkpoint is the best of the paired stages' bests.
+    store = CheckpointStore(trained.paths.checkpoints, read_only=True)
+    best = max((summary[stage.name]["best"] for stage in STAGES[1:]), key=lambda row: row["pcc_fmri"])
+    assert best["step"] == store.best_step() and best["pcc_fmri"] == store.read_meta(best["step"])["val_score"]
+
+
 def test_checkpoints_and_validations_follow_their_own_schedules(tiny_config: Config, dataset: Dataset,
                                                                tmp_path: Path) -> None:
     config = config_lib.override(tiny_config, ["train.epochs=0,3,0", "train.eval_every=2", "train.checkpoint_every=1"])
@@ -204,6 +229,7 @@ def test_train_py_writes_a_complete_run_folder(train_py_run: tuple[Path, subproc
         assert grid.format == "PNG" and grid.size[0] > 0
     assert list(paths.tensorboard.iterdir())
     assert f"run folder   {out}" in done.stdout
+    assert len(history.read(paths.validation)) == sum(EPOCHS) and "fMRI best (epoch)" in done.stdout
     timing = json.loads(paths.run_info.read_text())["timing"]
     assert [timing[f"stage{n}"]["epochs"] for n in (1, 2, 3)] == list(EPOCHS)
     assert all(part["seconds"] > 0 for part in timing.values()) and "final_report" in timing

@@ -61,6 +61,11 @@ class RunPaths:
         return self.root / "metrics.json"
 
     @property
+    def validation(self) -> Path:
+        """Every validation's scores, a row each (history.py)."""
+        return self.root / "validation.csv"
+
+    @property
     def grid(self) -> Path:
         """The final report's test reconstructions as a PNG."""
         return self.root / "reconstructions.png"

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaegan_jax import cadence, choices, rng
+from vaegan_jax import cadence, choices, history, rng
 from vaegan_jax import config as config_lib
 from vaegan_jax.checkpoints import CheckpointMeta, CheckpointStore, DataRecord, Split, abstract_tree, checkpoint_tree, unpack
 from vaegan_jax.config import Config
@@ -250,6 +250,7 @@ class Trainer:
         model = {path: images.mean(axis=0) for path, images in members.items()}
         values = path_scores(self.data.val.images, model)
         writer.scalars(values, step, f"{stage.name}/val")
+        writer.validation({"step": step, "stage": stage.number, "epoch": step - self.offsets[stage.number - 1], **values})
         grid = labelled_grid(
             [self.data.val.images, model["image"], model["fmri"]], ["stimulus", "image path", "fMRI path"]
         )
@@ -341,17 +342,22 @@ class Trainer:
         if self.config.train.on_nan == "stop":
             raise Diverged(f"diverged at {problem}; the last good checkpoint is {store.directory / str(last)}")
         meta = self.restore(store, last)
+        if is_main_process():
+            history.forget_after(self.paths.validation, last)
         self.log(f"warning: diverged at {problem}; restored checkpoint {last} (stage {meta.stage}, "
                  f"epoch {meta.epoch_in_stage}) and ended {stage.name} early")
 
     def resume(self) -> int | None:
-        """Load the run folder's newest checkpoint, if it has one; return its step."""
+        """Load the run folder's newest checkpoint, if it has one, and forget the validations after it (their epochs
+        train again); return its step."""
         store = CheckpointStore(self.paths.checkpoints, keep=self.kept_steps)
         try:
             step = store.latest_step()
             if step is not None:
                 self.restore(store, step)
                 self.log(f"resuming after epoch {self.epochs_done} (checkpoint {step})")
+            if is_main_process():
+                history.forget_after(self.paths.validation, step or 0)
             return step
         finally:
             store.close()
@@ -364,7 +370,7 @@ class Trainer:
         store = CheckpointStore(self.paths.checkpoints, keep=self.kept_steps)
         timing = self.timing = {}
         try:
-            with RunWriter(self.paths.tensorboard, self.progress, self.log) as writer:
+            with RunWriter(self.paths.tensorboard, self.paths.validation, self.progress, self.log) as writer:
                 for stage in STAGES:
                     # Stage I hands its networks on once, before the first paired epoch (also after a resume
                     # from stage I's end or a rollback within it).
@@ -392,7 +398,8 @@ class Trainer:
             store.close()
 
     def final_report(self, store: CheckpointStore, writer: RunWriter) -> dict[str, Any]:
-        """Restore the best checkpoint by validation score; write metrics.json and the reconstruction grid."""
+        """Restore the best checkpoint by validation score; write metrics.json (its figures and each stage's
+        validations, `history.stage_summary`) and the reconstruction grid."""
         best = store.best_step()
         meta = None if best is None else self.restore(store, best)
         stage = 0 if meta is None else meta.stage
@@ -412,6 +419,7 @@ class Trainer:
         )
         writer.image("final/test_reconstructions", grid, self.epochs_done)
         if is_main_process():
+            report["validation"] = history.stage_summary(history.read(self.paths.validation))
             save_png(self.paths.grid, grid)
             write_json(self.paths.metrics, report)
         return report

@@ -1,4 +1,5 @@
-"""Everything a training run reports as it goes: TensorBoard scalars and images, progress bars and log lines.
+"""Everything a training run reports as it goes: TensorBoard scalars and images, the validation history, progress
+bars and log lines.
 
 One object, like clu's `create_default_writer`: every process of a multi-process run calls it alike, and
 only process 0 writes event files, draws progress bars or prints.
@@ -13,6 +14,7 @@ import numpy as np
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
+from vaegan_jax import history
 from vaegan_jax.sharding import is_main_process
 
 
@@ -26,10 +28,12 @@ def main_process_log(log: Callable[[str], None]) -> Callable[[str], None]:
 
 
 class RunWriter:
-    """A run's TensorBoard log, progress bars (when `progress`) and log lines, written by process 0 alone."""
+    """A run's TensorBoard log, validation history, progress bars (when `progress`) and log lines, written by
+    process 0 alone."""
 
-    def __init__(self, folder: Path, progress: bool, log: Callable[[str], None]) -> None:
+    def __init__(self, folder: Path, history_file: Path, progress: bool, log: Callable[[str], None]) -> None:
         self._events = SummaryWriter(str(folder), write_to_disk=is_main_process())
+        self._history_file = history_file
         self.progress = progress and is_main_process()
         self.log = main_process_log(log)
 
@@ -37,6 +41,11 @@ class RunWriter:
         """Log each value under the tag `prefix/name`."""
         for name, value in values.items():
             self._events.add_scalar(f"{prefix}/{name}", value, step)
+
+    def validation(self, row: dict[str, float]) -> None:
+        """Add a validation's row to the run's history (history.py)."""
+        if is_main_process():
+            history.append(self._history_file, row)
 
     def image(self, tag: str, grid: np.ndarray, step: int) -> None:
         """Log a (H, W) grey image."""

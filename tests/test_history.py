@@ -1,0 +1,45 @@
+"""The validation history: its rows, what a resume forgets and each stage's summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vaegan_jax import history
+
+
+def _row(step: int, stage: int, epoch: int, pcc_fmri: float) -> dict[str, float]:
+    return {"step": step, "stage": stage, "epoch": epoch, "pcc_fmri": pcc_fmri, "pcc_image": 0.5 + step / 100}
+
+
+ROWS = [_row(1, 1, 1, 0.1), _row(2, 1, 2, 0.2), _row(3, 2, 1, 0.7), _row(4, 2, 2, 0.9), _row(5, 2, 3, 0.8),
+        _row(6, 3, 1, 0.85), _row(7, 3, 2, 0.85)]
+
+
+def _written(path: Path) -> Path:
+    for row in ROWS:
+        history.append(path, row)
+    return path
+
+
+def test_rows_read_back_exactly_with_one_header(tmp_path: Path) -> None:
+    path = _written(tmp_path / "validation.csv")
+    assert history.read(path) == ROWS
+    assert path.read_text().splitlines()[0] == "step,stage,epoch,pcc_fmri,pcc_image"
+    assert history.read(tmp_path / "missing.csv") == []
+
+
+def test_a_resume_forgets_the_validations_after_its_checkpoint(tmp_path: Path) -> None:
+    path = _written(tmp_path / "validation.csv")
+    history.forget_after(path, 4)
+    assert history.read(path) == ROWS[:4]
+    history.forget_after(path, 0)
+    assert history.read(path) == []
+
+
+def test_each_stage_reports_its_last_and_its_first_best_fmri_validation(tmp_path: Path) -> None:
+    summary = history.stage_summary(ROWS)
+    assert summary["stage1"] == {"last": {"step": 2, "stage": 1, "epoch": 2, "pcc_image": 0.52}}
+    assert summary["stage2"] == {"last": ROWS[4], "best": ROWS[3]}
+    assert summary["stage3"] == {"last": ROWS[6], "best": ROWS[5]}
+    table = history.describe(summary)
+    assert len(table) == 4 and "0.9000 (2)" in table[2] and table[1].split()[1:3] == ["-", "-"]
