@@ -43,3 +43,22 @@ def test_each_stage_reports_its_last_and_its_first_best_fmri_validation(tmp_path
     assert summary["stage3"] == {"last": ROWS[6], "best": ROWS[5]}
     table = history.describe(summary)
     assert len(table) == 4 and "0.9000 (2)" in table[2] and table[1].split()[1:3] == ["-", "-"]
+
+
+def test_a_row_cut_short_by_a_kill_is_not_read_and_a_resume_drops_it(tmp_path: Path) -> None:
+    path = _written(tmp_path / "validation.csv")
+    with path.open("a") as file:
+        file.write("8,3,3,0.8")
+    assert history.read(path) == ROWS
+    history.forget_after(path, 7)
+    history.append(path, _row(8, 3, 3, 0.9))
+    assert history.read(path) == [*ROWS, _row(8, 3, 3, 0.9)]
+    assert [p.name for p in tmp_path.iterdir()] == ["validation.csv"]
+
+
+def test_a_header_cut_short_by_a_kill_starts_the_file_again_on_resume(tmp_path: Path) -> None:
+    path = tmp_path / "validation.csv"
+    path.write_text("step,sta")
+    history.forget_after(path, 3)
+    history.append(path, ROWS[0])
+    assert history.read(path) == ROWS[:1]

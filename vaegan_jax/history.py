@@ -6,6 +6,8 @@ TensorBoard holds the same figures as curves; this file is for reading them with
 from __future__ import annotations
 
 import csv
+import io
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,33 +16,44 @@ LEADING_FIELDS = ("step", "stage", "epoch")
 
 def append(path: Path, row: dict[str, float]) -> None:
     """Add a validation's row (`LEADING_FIELDS`, then its scores), writing the header first in a new file."""
-    fields = [*LEADING_FIELDS, *sorted(set(row) - set(LEADING_FIELDS))]
-    new = not path.exists()
-    with path.open("a", newline="") as file:
-        writer = csv.DictWriter(file, fields)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    _write(path, [row], "a")
+
+
+def _write(path: Path, rows: list[dict[str, Any]], mode: str) -> None:
+    new = mode == "w" or not path.exists()
+    with path.open(mode, newline="") as file:
+        writer = None
+        for row in rows:
+            if writer is None:
+                writer = csv.DictWriter(file, [*LEADING_FIELDS, *sorted(set(row) - set(LEADING_FIELDS))])
+                if new:
+                    writer.writeheader()
+            writer.writerow(row)
 
 
 def read(path: Path) -> list[dict[str, Any]]:
-    """The rows written so far (none for a missing file); steps, stages and epochs as ints, scores as floats."""
+    """The rows written so far (none for a missing file); steps, stages and epochs as ints, scores as floats.
+    A last line without its newline, cut short by a kill, is not a row."""
     if not path.exists():
         return []
-    with path.open(newline="") as file:
-        return [{key: int(value) if key in LEADING_FIELDS else float(value) for key, value in row.items()}
-                for row in csv.DictReader(file)]
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return [{key: int(value) if key in LEADING_FIELDS else float(value) for key, value in row.items()}
+            for row in csv.DictReader(io.StringIO(complete, newline=""))]
 
 
 def forget_after(path: Path, step: int) -> None:
-    """Drop the rows of validations after checkpoint `step`, whose states a resume or a rollback discards."""
-    rows = read(path)
-    kept = [row for row in rows if row["step"] <= step]
-    if len(kept) == len(rows):
+    """Drop the rows of validations after checkpoint `step`, whose states a resume or a rollback discards (and a
+    row cut short by a kill), replacing the file in one move."""
+    if not path.exists():
         return
-    path.unlink()
-    for row in kept:
-        append(path, row)
+    kept = [row for row in read(path) if row["step"] <= step]
+    if not kept:
+        path.unlink()
+        return
+    partial = path.with_name(path.name + ".partial")
+    _write(partial, kept, "w")
+    os.replace(partial, path)
 
 
 def stage_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
