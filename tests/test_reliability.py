@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import gc
 import hashlib
@@ -20,11 +21,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from vaegan_jax import cli, runs
+from vaegan_jax import cli, history, runs
 from vaegan_jax.checkpoints import PRUNED, CheckpointStore
 from vaegan_jax.errors import summary
 from vaegan_jax.data import Dataset
 from vaegan_jax.runs import RunPaths
+from vaegan_jax.steps import STAGES
 from vaegan_jax.training import Trainer
 
 from conftest import (
@@ -221,6 +223,29 @@ def test_on_nan_rollback_restores_the_last_checkpoint_and_goes_on_with_the_next_
     arrays = checkpoint_arrays(run, trained.checkpoint_arrays())
     assert all(np.all(np.isfinite(a)) for a in arrays.values() if a.dtype.kind == "f")
     assert json.loads(RunPaths(run).metrics.read_text())["stage"] == 3
+    # The diverged stage II left no validation; stage III went on after stage II's epochs.
+    assert [(row["step"], row["stage"]) for row in history.read(RunPaths(run).validation)] == [(1, 1), (2, 1), (5, 3)]
+
+
+@pytest.mark.slow
+def test_a_rollback_forgets_the_validations_after_the_checkpoint_it_restores(
+    trained: Trainer, dataset: Dataset, tmp_path: Path
+) -> None:
+    copy = RunPaths(tmp_path / "run")
+    shutil.copytree(trained.paths.root, copy.root)
+    shutil.rmtree(copy.checkpoints / str(FINAL_STEP))
+    restored = CheckpointStore(copy.checkpoints, read_only=True).latest_step()
+    assert restored < FINAL_STEP and len(history.read(copy.validation)) == FINAL_STEP
+    config = trained.config
+    rollback = Trainer(dataclasses.replace(config, train=dataclasses.replace(config.train, on_nan="rollback")),
+                       dataset, copy, progress=False, log=lambda message: None)
+    store = CheckpointStore(copy.checkpoints, keep=rollback.kept_steps)
+    try:
+        rollback._handle_divergence(STAGES[2], "stage3 epoch 1", store)
+    finally:
+        store.close()
+    assert rollback.epochs_done == restored
+    assert [row["step"] for row in history.read(copy.validation)] == list(range(1, restored + 1))
 
 
 @pytest.mark.slow
