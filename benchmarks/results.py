@@ -7,7 +7,7 @@ For each seed it runs, in fresh processes, exactly what a user would:
 (the second only when the run selects voxels: the baselines again, reading the model's voxels) and prints
 a Markdown table of the test figures, mean ± sd (ddof 1) over the seeds of each run's mean over trials,
 with the per-seed PCCs, the model's lead over each ridge and latent-ridge row on every measure (issue 14's
-check) and the wall time of each training run. Runs already finished in OUT
+check), each run's best validation PCC in stages II and III and the wall time of each training run. Runs already finished in OUT
 are reused (their eval report too), so an interrupted table can be completed.
 
     .venv/bin/python benchmarks/results.py --out results
@@ -104,6 +104,17 @@ def margins(reports: dict[int, dict], baseline: str) -> str:
     return f"model's lead over {baseline} (lower MSE counts as ahead): " + ", ".join(cells)
 
 
+def stage_validations(runs: dict[int, dict]) -> str:
+    """Each run's best validation PCC of the fMRI path in stages II and III (its metrics.json's `validation`)
+    and the stage of the checkpoint it kept: what stage III gained on this data."""
+    cells = []
+    for seed, run in runs.items():
+        stages = run.get("validation", {})
+        bests = [f"{stages[name]['best']['pcc_fmri']:.4f}" if name in stages else "-" for name in ("stage2", "stage3")]
+        cells.append(f"seed {seed} {' / '.join(bests)} (kept stage {run['stage']})")
+    return "best validation PCC (fMRI), stage II / stage III: " + "; ".join(cells)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train and evaluate every seed, then print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     for baseline in methods:
         if baseline != "model" and baseline.removesuffix(SELECTED) in LIKE_FOR_LIKE.split(","):
             print(margins(reports, baseline))
+    print(stage_validations({seed: json.loads((args.out / f"seed{seed}" / "metrics.json").read_text()) for seed in seeds}))
     print("training wall time: " + ", ".join(
         f"seed {seed} {'(earlier run)' if t is None else f'{t / 60:.1f} min'}" for seed, t in times.items()
     ))

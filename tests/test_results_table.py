@@ -51,3 +51,15 @@ def test_margins_count_a_lower_mse_as_a_lead(baseline, expected):
     line = results.margins(REPORTS, baseline)
     assert line.startswith(f"model's lead over {baseline}")
     assert [cell.strip() for cell in line.split(": ", 1)[1].split(",")] == expected
+
+
+def test_stage_validations_show_each_runs_best_of_stages_two_and_three_and_what_it_kept():
+    def best(pcc: float) -> dict:
+        return {"best": {"pcc_fmri": pcc}, "last": {"pcc_fmri": pcc - 0.01}}
+
+    runs = {0: {"stage": 3, "validation": {"stage1": {"last": {}}, "stage2": best(0.87123), "stage3": best(0.876)}},
+            1: {"stage": 2, "validation": {"stage2": best(0.8742)}},
+            2: {"stage": 2}}
+    assert results.stage_validations(runs) == ("best validation PCC (fMRI), stage II / stage III: "
+                                               "seed 0 0.8712 / 0.8760 (kept stage 3); seed 1 0.8742 / - (kept stage 2); "
+                                               "seed 2 - / - (kept stage 2)")
