@@ -25,7 +25,7 @@ def _write(path: Path, rows: list[dict[str, Any]], mode: str) -> None:
         writer = None
         for row in rows:
             if writer is None:
-                writer = csv.DictWriter(file, [*LEADING_FIELDS, *sorted(set(row) - set(LEADING_FIELDS))])
+                writer = csv.DictWriter(file, [*LEADING_FIELDS, *(key for key in row if key not in LEADING_FIELDS)])
                 if new:
                     writer.writeheader()
             writer.writerow(row)
