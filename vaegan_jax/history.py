@@ -22,13 +22,10 @@ def append(path: Path, row: dict[str, float]) -> None:
 def _write(path: Path, rows: list[dict[str, Any]], mode: str) -> None:
     new = mode == "w" or not path.exists()
     with path.open(mode, newline="") as file:
-        writer = None
-        for row in rows:
-            if writer is None:
-                writer = csv.DictWriter(file, [*LEADING_FIELDS, *(key for key in row if key not in LEADING_FIELDS)])
-                if new:
-                    writer.writeheader()
-            writer.writerow(row)
+        writer = csv.DictWriter(file, [*LEADING_FIELDS, *(key for key in rows[0] if key not in LEADING_FIELDS)])
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
 
 
 def read(path: Path) -> list[dict[str, Any]]:

@@ -342,8 +342,7 @@ class Trainer:
         if self.config.train.on_nan == "stop":
             raise Diverged(f"diverged at {problem}; the last good checkpoint is {store.directory / str(last)}")
         meta = self.restore(store, last)
-        if is_main_process():
-            history.forget_after(self.paths.validation, last)
+        self._forget_validations_after(last)
         self.log(f"warning: diverged at {problem}; restored checkpoint {last} (stage {meta.stage}, "
                  f"epoch {meta.epoch_in_stage}) and ended {stage.name} early")
 
@@ -356,11 +355,15 @@ class Trainer:
             if step is not None:
                 self.restore(store, step)
                 self.log(f"resuming after epoch {self.epochs_done} (checkpoint {step})")
-            if is_main_process():
-                history.forget_after(self.paths.validation, step or 0)
+            self._forget_validations_after(step or 0)
             return step
         finally:
             store.close()
+
+    def _forget_validations_after(self, step: int) -> None:
+        """Drop validation.csv's rows after checkpoint `step`: a resume or a rollback trains their epochs again."""
+        if is_main_process():
+            history.forget_after(self.paths.validation, step)
 
     def train(self) -> dict[str, Any]:
         """Run every remaining stage; return the final validation and test metrics of the best checkpoint.
