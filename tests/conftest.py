@@ -122,10 +122,10 @@ def xla_environment(devices: int = 1, optimised: bool = False) -> dict[str, str]
 
 def run_processes(
     script: str, args: list[str], n_processes: int, devices_each: int,
-    extra_args: Callable[[int], list[str]] = lambda process_id: [], optimised: bool = False,
+    extra_args: Callable[[int], list[str]] = lambda process_id: [],
 ) -> list[subprocess.CompletedProcess]:
     """`python SCRIPT ARGS` as the `n_processes` processes of one multi-process run on localhost (process i
-    also gets `extra_args(i)`), in `xla_environment(devices_each, optimised)`."""
+    also gets `extra_args(i)`), in `xla_environment(devices_each)`."""
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
         port = probe.getsockname()[1]
@@ -133,7 +133,7 @@ def run_processes(
     with concurrent.futures.ThreadPoolExecutor(n_processes) as pool:
         return list(pool.map(
             lambda i: run_script(script, [*args, *extra_args(i), *flags, "--process-id", str(i)],
-                                 env=xla_environment(devices_each, optimised)),
+                                 env=xla_environment(devices_each)),
             range(n_processes),
         ))
 
