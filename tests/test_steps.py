@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -44,6 +45,12 @@ def expected_loss(learner: str, terms: dict[str, float], loss: LossConfig) -> fl
             + loss.latent_distill * terms["latent_distill"])
 
 
+@functools.cache
+def jitted_update(config: Config, stage: Stage, learner: str) -> Any:
+    """A learner's compiled update step, built once for every test of this file that takes it under `config`."""
+    return jax.jit(make_update_step(config, stage, learner))
+
+
 def changed_leaves(before: object, after: object) -> list[bool]:
     """For each array leaf: whether it differs between two pytrees of the same structure."""
     return [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after))]
@@ -71,7 +78,7 @@ def setup(tiny_config: Config, dataset: Dataset) -> Setup:
 @pytest.mark.parametrize(("stage", "learner"), STAGE_LEARNERS, ids=[f"stage{s.number}-{n}" for s, n in STAGE_LEARNERS])
 def test_an_update_step_moves_every_parameter_of_its_own_network(setup: Setup, stage: Stage, learner: str) -> None:
     config, states, batch = setup
-    update = jax.jit(make_update_step(config, stage, learner))
+    update = jitted_update(config, stage, learner)
     new_state, metrics = update(states, batch, jax.random.key(2))
     old_state = states[learner]
     assert isinstance(new_state, TrainState)
@@ -91,7 +98,7 @@ def test_an_update_step_moves_every_parameter_of_its_own_network(setup: Setup, s
 def _updated(config: Config, stage: Stage, learner: str, setup: Setup) -> dict[str, np.ndarray]:
     """The learner's parameters and statistics after one update from `setup`'s states and batch under `config`."""
     _, states, batch = setup
-    new_state, _ = jax.jit(make_update_step(config, stage, learner))(states, batch, jax.random.key(2))
+    new_state, _ = jitted_update(config, stage, learner)(states, batch, jax.random.key(2))
     return flat_arrays((new_state.params, new_state.batch_stats))
 
 
@@ -128,7 +135,7 @@ def _own_gradient(config: Config, stage: Stage, learner: str, setup: Setup, key:
                               stage.learners)
         return expected_loss(learner, terms, config.loss)
 
-    return jax.grad(loss)(states[learner].params)
+    return jax.jit(jax.grad(loss))(states[learner].params)
 
 
 @pytest.mark.parametrize("stage", STAGES, ids=[s.name for s in STAGES])
@@ -160,7 +167,7 @@ def test_a_simultaneous_step_moves_every_learner_from_the_states_it_began_with(s
         states, batch, key)
     in_turn, _ = jax.jit(make_train_step(config, stage))(states, batch, key)
     for learner in stage.learners:
-        alone, _ = jax.jit(make_update_step(config, stage, learner))(states, batch, key)
+        alone, _ = jitted_update(config, stage, learner)(states, batch, key)
         assert int(together[learner].step) == int(states[learner].step) + 1
         assert all(changed_leaves(states[learner].params, together[learner].params)), learner
         for got, want in zip(jax.tree.leaves(together[learner].batch_stats), jax.tree.leaves(alone.batch_stats)):
@@ -189,7 +196,7 @@ def _slope(f: Any, before: Any, after: Any) -> float:
     RMSProp's first step moves every parameter by about 3 lr whatever the size of its gradient, and in
     networks this small the curvature then swamps the change the loss asks for; its direction does not.
     """
-    grads = jax.grad(f)(before)
+    grads = jax.jit(jax.grad(f))(before)
     return float(sum(jnp.sum(g * (b - a)) for g, a, b in zip(*map(jax.tree.leaves, (grads, before, after)))))
 
 
@@ -216,7 +223,7 @@ def test_a_discriminator_step_widens_the_gap_between_real_and_fake_logits(stage3
         fake_logits, _ = _apply(config, with_params, "discriminator", fakes)
         return jnp.mean(real_logits) - jnp.mean(fake_logits)
 
-    new_state, _ = jax.jit(make_update_step(config, STAGES[2], "discriminator"))(states, batch, jax.random.key(2))
+    new_state, _ = jitted_update(config, STAGES[2], "discriminator")(states, batch, jax.random.key(2))
     assert _slope(gap, states["discriminator"].params, new_state.params) > 0
 
 
@@ -227,7 +234,7 @@ def test_a_generator_step_raises_the_discriminators_logits_on_its_fakes(stage3) 
         fakes = _apply(config, {"generator": states["generator"].replace(params=params)}, "generator", mu)
         return jnp.mean(_apply(config, states, "discriminator", fakes)[0])
 
-    new_state, _ = jax.jit(make_update_step(config, STAGES[2], "generator"))(states, batch, jax.random.key(2))
+    new_state, _ = jitted_update(config, STAGES[2], "generator")(states, batch, jax.random.key(2))
     assert _slope(fake_logit, states["generator"].params, new_state.params) > 0
 
 
