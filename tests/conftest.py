@@ -37,6 +37,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
+from xdist.scheduler import LoadFileScheduling  # noqa: E402
 
 from vaegan_jax import config as config_lib  # noqa: E402
 from vaegan_jax.checkpoints import CheckpointStore  # noqa: E402
@@ -86,6 +87,28 @@ def write_small_dataset(
         test_images=images[n_train:], test_voxels=voxels[n_train:], test_labels=labels[n_train:], **extras,
     )
     return path
+
+
+# A session fixture is built once per pytest-xdist worker: the files that share a trained run go to one
+# worker, so that the run trains once; any other file goes whole to one worker, as with `--dist loadfile`.
+# (xdist_group marks cannot do it: pytest 9 reports node ids without the group that `--dist loadgroup` reads.)
+SHARED_RUNS = {
+    "test_reliability.py": "trained", "test_steps.py": "trained", "test_training.py": "trained",
+    "test_eval.py": "run_dir", "test_trained_run.py": "run_dir",
+}
+
+
+class SharedRunScheduling(LoadFileScheduling):
+    """pytest-xdist's loadfile scheduling, with the files of each SHARED_RUNS group in one scope."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        file = super()._split_scope(nodeid)
+        return SHARED_RUNS.get(Path(file).name, file)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> SharedRunScheduling:
+    """The test suite's scheduling whenever it runs on pytest-xdist workers."""
+    return SharedRunScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
