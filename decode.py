@@ -6,8 +6,6 @@ import argparse
 
 from vaegan_jax import cli
 
-PER_ROW = 10
-
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line of decode.py."""
@@ -36,25 +34,15 @@ def main(argv: list[str]) -> int:
     cli.use_compilation_cache()
     from pathlib import Path
 
-    import numpy as np
-
     from vaegan_jax import load_run
     from vaegan_jax.data.loaders import load_voxel_rows
-    from vaegan_jax.errors import ConfigError
-    from vaegan_jax.images import save_png, tile_rows
+    from vaegan_jax.trained_run import save_reconstructions
 
     voxels = load_voxel_rows(args.voxels, args.key)
     run = load_run(args.run, args.step, args.set)
     images = run.reconstruct(voxels, source=args.voxels)
     out = Path(args.out or f"{Path(args.voxels).name}-decoded")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out / "reconstructions.npz", images=images.astype(np.float32),
-                            checkpoint=str(run.checkpoint.path))
-        rows = [images[i:i + PER_ROW] for i in range(0, len(images), PER_ROW)]
-        save_png(out / "reconstructions.png", tile_rows(rows))
-    except OSError as err:
-        raise ConfigError(f"{out}: cannot write the reconstructions ({err.strerror or err}); choose another --out") from None
+    save_reconstructions(out, images, run.checkpoint.path)
     print(f"{len(images)} reconstructions by {run.checkpoint.path}")
     print(f"written  {out}  (reconstructions.npz, reconstructions.png)")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 
 from vaegan_jax import cli
@@ -46,10 +45,10 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     cli.use_compilation_cache()
     cli.join_processes(args)
-    from vaegan_jax import choices, history
     from vaegan_jax import config as config_lib
     from vaegan_jax.data import load_dataset, load_synthetic
     from vaegan_jax.data.origin import DataOrigin
+    from vaegan_jax.runs import describe_result
     from vaegan_jax.training import run_training
 
     config = config_lib.preset(args.preset)
@@ -77,32 +76,7 @@ def main(argv: list[str]) -> int:
         )
     if not cli.is_main_process():
         return 0
-    if paths.choices.exists():
-        print(f"\nchosen       {choices.summarize(json.loads(paths.choices.read_text()))} "
-              f"(cross-validated on the fit trials: {paths.choices})")
-    print(f"\nbest checkpoint: step {report['checkpoint_step']} (stage {report['stage']}, epoch {report['epoch_in_stage']}), chosen by validation PCC")
-    print(f"{'split':6} {'path':6} {'PCC':>7} {'MSE':>7} {'SSIM':>7} {'2-way':>7}")
-    for split in ("val", "test"):
-        values = report[split]
-        for path in ("fmri", "image"):
-            if values:
-                row = [values[f"{m}_{path}"] for m in ("pcc", "mse", "ssim", "ident_2way")]
-                print(f"{split:6} {path:6} " + " ".join(f"{v:7.4f}" for v in row))
-    for member in report.get("members", []):
-        row = [member["test"][f"{m}_fmri"] for m in ("pcc", "mse", "ssim", "ident_2way")]
-        print(f"{'test':6} {'fmri':6} " + " ".join(f"{v:7.4f}" for v in row) + f"   member {config_lib.describe_member(member)}")
-    if report.get("validation"):
-        print(f"\nvalidations  (each stage's; every one in {paths.validation})")
-        print("\n".join(history.describe(report["validation"])))
-    parts = [f"{name} {t['epochs']} epochs {t['seconds']:.1f} s ({t['seconds'] / t['epochs']:.3g} s/epoch, the loop's "
-             f"own work {1000 * (t['seconds'] - t['waiting_seconds']) / t['epochs']:.0f} ms/epoch)"
-             for name, t in timing.items() if t.get("epochs")]
-    if "choices" in timing:
-        parts.insert(1, f"choices {timing['choices']['seconds']:.1f} s")
-    parts.append(f"final report {timing['final_report']['seconds']:.1f} s")
-    print(f"\ntime         {', '.join(parts)} (compilation included)")
-    print(f"\nrun folder   {paths.root}\ncheckpoints  {paths.checkpoints}\ntensorboard  tensorboard --logdir {paths.tensorboard}"
-          f"\npicture      {paths.grid}\nmetrics      {paths.metrics}\nreport       python eval.py --ckpt {paths.root}")
+    print(describe_result(paths, report, timing))
     return 0
 
 

@@ -43,11 +43,11 @@ from vaegan_jax.checkpoints import CheckpointStore  # noqa: E402
 from vaegan_jax.data import synthetic  # noqa: E402
 from vaegan_jax.data.prepare import prepare, to_model_images  # noqa: E402
 from vaegan_jax.initialisation import ridge_initialised_members  # noqa: E402
+from vaegan_jax.reconstruction import SUMMARY_METRICS  # noqa: E402
 from vaegan_jax.runs import RunPaths  # noqa: E402
 from vaegan_jax.steps import States  # noqa: E402
 from vaegan_jax.trained_run import TrainedRun  # noqa: E402
 
-MEASURES = ("pcc", "mse", "ssim", "ident_2way")
 # The real Donders file, standard test split, the project's baselines (data.md, measured at 4967ecc).
 REAL = {
     "mean": (0.653, 0.0550, 0.307, 0.500),
@@ -78,7 +78,7 @@ def parse_model(text: str) -> synthetic.VoxelModel:
 def scores(images: np.ndarray, reconstructions: np.ndarray) -> np.ndarray:
     """The four summary measures, each a mean over trials."""
     per_image = metrics.reconstruction_metrics(images, reconstructions)
-    return np.array([float(np.mean(per_image[name])) for name in MEASURES])
+    return np.array([float(np.mean(per_image[name])) for name in SUMMARY_METRICS])
 
 
 def last_checkpoint(folder: str) -> TrainedRun:
@@ -161,7 +161,7 @@ def main() -> int:
         changed = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
                    if getattr(model, f.name) != f.default}
         print(f"\nvoxel model {changed or 'default'}; stand-in seeds {seeds}, mean over seeds (real file in brackets)")
-        print(f"{'method':28}" + "".join(f"{name:>23}" for name in MEASURES))
+        print(f"{'method':28}" + "".join(f"{name:>23}" for name in SUMMARY_METRICS))
         for method, real in rows.items():
             figures = np.array([seed[k][method] for seed in per_seed])
             cells = [f"{m:+.4f}±{s:.4f} ({r:+.4f})" if method == LEAD else f"{m:.3f}±{s:.3f} ({r:.3f})"

@@ -44,8 +44,10 @@ from vaegan_jax.checkpoints import checkpoint_stages, locate_checkpoint  # noqa:
 from vaegan_jax.config import AUTO  # noqa: E402
 from vaegan_jax.data.prepare import clear_faint_pixels  # noqa: E402
 from vaegan_jax.evaluation import BASELINES  # noqa: E402
+from vaegan_jax.reconstruction import SUMMARY_METRICS  # noqa: E402
 from vaegan_jax.runs import RunPaths, read_saved_config  # noqa: E402
-from vaegan_jax.steps import member_keys, take_member  # noqa: E402
+from vaegan_jax.rng import member_keys  # noqa: E402
+from vaegan_jax.steps import take_member  # noqa: E402
 
 LABELS = ("PCC", "MSE", "SSIM", "2-way")
 
@@ -114,14 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     for (method, n_voxels, t), score in scores.items():
         temperature = "-" if t is None else f"{t:.2f}"
         print(f"{method:<12} {n_voxels or voxels.shape[1]:>7} {temperature:>5} " + " ".join(
-            f"{np.mean(score[m]):>7.4f}" for m in choices.MEASURES), flush=True)
+            f"{np.mean(score[m]):>7.4f}" for m in SUMMARY_METRICS), flush=True)
     best = {}
     for setting, score in scores.items():
         if setting[0] not in best or np.mean(score["pcc"]) > np.mean(scores[best[setting[0]]]["pcc"]):
             best[setting[0]] = setting
     model = scores[best["D-VAE/GAN"]]
     for name in baselines:
-        differences = (metrics.paired_difference(model[m], scores[best[name]][m]) for m in choices.MEASURES)
+        differences = (metrics.paired_difference(model[m], scores[best[name]][m]) for m in SUMMARY_METRICS)
         print(f"D-VAE/GAN ({describe(best['D-VAE/GAN'])}) - {name} ({describe(best[name])}): " + ", ".join(
             f"{label} {mean:+.4f} +- {se:.4f}" for label, (mean, se) in zip(LABELS, differences)))
     return 0

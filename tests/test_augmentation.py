@@ -16,7 +16,8 @@ from vaegan_jax.config import Config
 from vaegan_jax.data.dataset import Dataset
 from vaegan_jax.data.prepare import prepare, to_model_images
 from vaegan_jax.errors import ConfigError
-from vaegan_jax.steps import STAGES, EpochRunner, create_members, member_keys
+from vaegan_jax.rng import member_keys
+from vaegan_jax.steps import STAGES, EpochRunner, create_members
 
 
 @pytest.mark.parametrize("side", [28, 56])

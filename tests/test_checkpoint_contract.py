@@ -78,7 +78,7 @@ def test_a_format_1_checkpoint_is_refused_with_the_version_each_side(trainer: Tr
     meta_file = tmp_path / "checkpoints" / "1" / "meta" / "metadata"
     meta_file.write_text(meta_file.read_text().replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 1'))
     with pytest.raises(CheckpointError, match=f"checkpoint format 1 was written by another version of vaegan_jax; "
-                                              f"this one reads format {FORMAT_VERSION}"):
+                                              f"this one reads formats 2, 3, {FORMAT_VERSION}"):
         store.read_meta(1)
     store.close()
 

@@ -19,7 +19,8 @@ from vaegan_jax.data.prepare import prepare, select_voxels, to_model_images
 from vaegan_jax.errors import ConfigError
 from vaegan_jax import load_run
 from vaegan_jax.checkpoints import checkpoint_stages
-from vaegan_jax.steps import create_states, member_keys
+from vaegan_jax.rng import member_keys
+from vaegan_jax.steps import create_states
 from vaegan_jax.training import resolve_image_size, run_training
 
 from conftest import N_TRAIN, N_VOXELS

@@ -24,7 +24,8 @@ from vaegan_jax import config as config_lib
 from vaegan_jax import load_run
 from vaegan_jax.checkpoints import CheckpointStore
 from vaegan_jax.models import NETWORKS, build_networks, example_inputs
-from vaegan_jax.steps import create_members, member_keys, stack_members, take_member
+from vaegan_jax.rng import member_keys
+from vaegan_jax.steps import create_members, stack_members, take_member
 from vaegan_jax.runs import RunPaths
 
 # Members and single runs execute the same convolutions; what differs is how XLA fuses the rest of the

@@ -145,14 +145,16 @@ def test_the_run_tensorboard_gets_the_eval_figures(
     assert "eval/test/reconstructions" in tags
 
 
-def _synthetic_npz(path: Path, keep_voxels: int | None = None) -> Path:
-    """The embedded synthetic set saved in the project's .npz layout (optionally with fewer voxels)."""
+def _synthetic_npz(path: Path, keep_voxels: int | None = None, crop: int = 0) -> Path:
+    """The embedded synthetic set saved in the project's .npz layout (optionally with fewer voxels, or its images
+    cropped by `crop` pixels on every side)."""
     dataset = load_synthetic()
     voxels = slice(None, keep_voxels)
+    pixels = slice(crop, -crop or None)
     np.savez(
         path,
-        train_images=dataset.train.images, train_voxels=dataset.train.voxels[:, voxels],
-        test_images=dataset.test.images, test_voxels=dataset.test.voxels[:, voxels],
+        train_images=dataset.train.images[:, pixels, pixels], train_voxels=dataset.train.voxels[:, voxels],
+        test_images=dataset.test.images[:, pixels, pixels], test_voxels=dataset.test.voxels[:, voxels],
         train_labels=dataset.train.labels, test_labels=dataset.test.labels,
     )
     return path
@@ -293,6 +295,10 @@ BAD_INPUTS = {
         lambda run, tmp: ["--ckpt", str(run), "--data", str(_synthetic_npz(tmp / "small.npz", keep_voxels=100))],
         "100 voxels, but",
     ),
+    "other image size": (
+        lambda run, tmp: ["--ckpt", str(run), "--data", str(_synthetic_npz(tmp / "cropped.npz", crop=2))],
+        "24x24 images, but",
+    ),
     "unwritable output": (
         lambda run, tmp: ["--ckpt", str(run), "--out", str(_file(tmp / "file") / "out")],
         "output folder is not writable",
@@ -339,6 +345,14 @@ def test_a_bad_split_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
         eval_cli.main(["--ckpt", "x", "--split", "holdout"])
     assert exit_info.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_an_abbreviated_option_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
+    # `cli.run` shows tracebacks only for the literal --debug; an abbreviation such as --deb must not pass for it.
+    with pytest.raises(SystemExit) as exit_info:
+        eval_cli.main(["--ckpt", "x", "--deb"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --deb" in capsys.readouterr().err
 
 
 def test_nan_figures_become_null() -> None:

@@ -44,7 +44,7 @@ def test_every_network_of_every_preset_has_the_documented_output_shapes(preset: 
     latent = (BATCH, cfg.latent_dim)
     assert outputs["visual_encoder"] == (latent, latent)
     assert outputs["cognitive_encoder"] == (latent, latent)
-    assert outputs["generator"] == (BATCH, cfg.image_size, cfg.image_size, cfg.channels)
+    assert outputs["generator"] == (BATCH, cfg.image_size, cfg.image_size, 1)
     side = cfg.image_size
     for stride in cfg.discriminator_strides:
         side = -(-side // stride)

@@ -10,7 +10,8 @@ import pytest
 
 from vaegan_jax import config as config_lib
 from vaegan_jax.data.prepare import prepare, to_model_images
-from vaegan_jax.steps import STAGES, EpochRunner, create_members, create_states, make_update_step, member_keys
+from vaegan_jax.rng import member_keys
+from vaegan_jax.steps import STAGES, EpochRunner, create_members, create_states, make_update_step
 
 
 def _arithmetic(config: config_lib.Config, n_voxels: int) -> list[tuple[str, str]]:

@@ -20,7 +20,8 @@ from vaegan_jax.data import Dataset
 from vaegan_jax.data.prepare import to_model_images
 from vaegan_jax.errors import ConfigError, Interrupted
 from vaegan_jax.sharding import training_mesh
-from vaegan_jax.steps import STAGES, create_states, make_train_step, member_keys, member_loss
+from vaegan_jax.rng import member_keys
+from vaegan_jax.steps import STAGES, create_states, make_train_step, member_loss
 from vaegan_jax.training import resolve_image_size, run_training
 
 from conftest import assert_trees_identical, checkpoint_arrays, flat_arrays

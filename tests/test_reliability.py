@@ -288,7 +288,7 @@ def test_run_info_records_what_is_needed_to_repeat_the_run(
     assert info["host"]["cores"] == os.cpu_count() and info["host"]["model"]
     assert all(isinstance(flag, str) for flag in info["host"]["vector_extensions"])
     assert info["command"] == ["train.py", *TINY_ARGS, "--data", str(data_file), "--out", str(reference)]
-    assert {"jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"} <= set(info["packages"])
+    assert {"jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scikit-learn"} <= set(info["packages"])
     assert all(isinstance(version, str) for version in info["packages"].values())
     assert info["data"]["fingerprint"] == dataset.fingerprint and info["data"]["n_voxels"] == dataset.n_voxels
     assert info["git_commit"] is None or len(info["git_commit"]) == 40

@@ -19,7 +19,8 @@ from vaegan_jax.config import Config, member_count, member_origins, most_snapsho
 from vaegan_jax.data import Dataset
 from vaegan_jax.data.prepare import prepare
 from vaegan_jax.errors import ConfigError
-from vaegan_jax.steps import AVERAGED, create_states, member_keys, weights_of
+from vaegan_jax.rng import member_keys
+from vaegan_jax.steps import AVERAGED, create_states, weights_of
 from vaegan_jax.training import resolve_image_size, run_training
 
 from test_choices import CHOOSING

@@ -110,9 +110,14 @@ def test_ridge_finds_it_about_as_hard_as_the_real_data() -> None:
     assert 0.55 <= metrics.pcc(dataset.test.images, mean_image).mean() <= 0.72
 
 
-def test_out_file_round_trips_through_load_dataset(tmp_path: Path) -> None:
-    path = tmp_path / "synthetic.mat"
+@pytest.mark.parametrize("name", ["synthetic.mat", "synthetic69"])
+def test_out_file_round_trips_through_load_dataset(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / name
     assert synthetic.main(["--out", str(path), "--seed", "2"]) == 0
+    assert capsys.readouterr().out == f"wrote {path}\n"
+    assert [p.name for p in tmp_path.iterdir()] == [name]
     loaded = load_dataset(path)
     expected = synthetic.load_synthetic(2)
     for split in ("train", "test"):
@@ -124,10 +129,12 @@ def test_out_file_round_trips_through_load_dataset(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.extra_images, expected.extra_images)
 
 
-def test_png_grid_is_written(tmp_path: Path) -> None:
-    path = tmp_path / "grid.png"
+@pytest.mark.parametrize("name", ["grid.png", "grid.img"])
+def test_png_grid_is_written(name: str, tmp_path: Path) -> None:
+    path = tmp_path / name
     assert synthetic.main(["--png", str(path)]) == 0
     with Image.open(path) as image:
+        assert image.format == "PNG"
         assert image.size == (10 * 28 * 4, 12 * 28 * 4)
 
 

@@ -105,6 +105,7 @@ DECODE_BAD_INPUTS = {
         "two.npz: holds 2 arrays (a, b); name the one",
     ),
     "not a voxel file": (lambda tmp: _text(tmp / "notes.txt"), "notes.txt: neither a readable .mat"),
+    "no rows": (lambda tmp: _saved(tmp / "empty.npy", np.zeros((0, 3092))), "empty.npy: the array holds no voxel rows"),
 }
 
 

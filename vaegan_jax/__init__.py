@@ -4,10 +4,12 @@
 evaluates itself (`TrainedRun.evaluate`); `train.py`, `eval.py` and `decode.py` are the command lines.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     """Import the run API on first use, so that `import vaegan_jax` stays light (no jax) for the CLIs' --help."""
     if name in ("load_run", "TrainedRun"):
         from vaegan_jax import trained_run

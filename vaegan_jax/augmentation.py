@@ -1,7 +1,7 @@
 """Elastic distortion of stage I's images inside the jitted step (Simard et al. 2003), a fresh draw every step.
 
 `data.handwriting.elastic_variants` makes the same distortions once, in numpy, to top up a short prior; here
-they are drawn anew for every batch, so stage I never sees the same digit twice. The smoothing of the random
+they are drawn anew for every batch, so no distorted copy ever repeats. The smoothing of the random
 displacement field is a fixed linear map on each image axis (scipy's Gaussian filter with its default
 "reflect" edges), applied as two small matrix products.
 """

@@ -293,7 +293,7 @@ class CheckpointStore:
         if meta["format_version"] not in READABLE_FORMATS:
             raise CheckpointError(
                 f"{self.directory}/{step}: checkpoint format {meta['format_version']} was written by another "
-                f"version of vaegan_jax; this one reads format {FORMAT_VERSION}"
+                f"version of vaegan_jax; this one reads formats {', '.join(map(str, READABLE_FORMATS))}"
             )
         return meta
 

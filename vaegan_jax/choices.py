@@ -35,16 +35,16 @@ from vaegan_jax import initialisation, metrics
 from vaegan_jax.config import AUTO, Config, most_snapshots, snapshot_epochs
 from vaegan_jax.data.dataset import VoxelScaler
 from vaegan_jax.data.prepare import clear_faint_pixels, select_voxels, selection_size, to_model_images, to_native_images
+from vaegan_jax.reconstruction import SUMMARY_METRICS
 from vaegan_jax.steps import States, make_decode
 
-MEASURES = ("pcc", "mse", "ssim", "ident_2way")
 FOLD_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    """The chosen voxel count (0: every voxel), snapshots per seed and temperature, and every candidate's
-    cross-validated figures."""
+    """The chosen voxel count (0: every voxel), snapshots per seed, temperature, black level and readout mix, with
+    the cross-validated figures of every candidate of each."""
 
     selected_voxels: int
     snapshots: int
@@ -230,7 +230,7 @@ def choose(
     def score(images_by_member: np.ndarray, snapshots: int, black_level: float) -> dict[str, float]:
         kept = clear_faint_pixels(images_by_member[: train.ensemble * snapshots], black_level)
         scores = metrics.reconstruction_metrics(images, kept.mean(axis=0))
-        return {m: float(np.mean(scores[m])) for m in MEASURES}
+        return {m: float(np.mean(scores[m])) for m in SUMMARY_METRICS}
 
     def scored(decoded: dict[tuple[int, float], np.ndarray]) -> list[dict[str, Any]]:
         rows = []

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable, Iterator, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -142,9 +142,15 @@ def is_main_process() -> bool:
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line and exit code 2, like every other bad input."""
+    """argparse whose usage errors are one line and exit code 2, like every other bad input.
 
-    def error(self, message: str) -> None:
+    Options must be spelt out: `run` looks for --debug in the raw arguments, where an abbreviation would go unseen.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
         """Print `error: message (see --help)` and exit 2."""
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

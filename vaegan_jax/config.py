@@ -14,7 +14,6 @@ class ModelConfig:
     """Network geometry. image_size 0 means the data's native size."""
 
     image_size: int = 0
-    channels: int = 1
     latent_dim: int = 128
     encoder_features: tuple[int, ...] = (64, 128, 256)
     encoder_dense: int = 1024
@@ -406,11 +405,29 @@ def validate(config: Config) -> None:
                           f"[0, 1), got {inference.black_level} and {inference.black_level_candidates}")
     if train.eval_every < 1 or train.checkpoint_every < 1:
         raise ConfigError("eval_every and checkpoint_every must be at least 1")
+    counts = {"train.split_seed": train.split_seed, "train.val_trials": train.val_trials,
+              "train.steps_per_call": train.steps_per_call, "model.image_size": model.image_size,
+              "model.cognitive_hidden": model.cognitive_hidden}
+    sizes = {"model.latent_dim": model.latent_dim, "model.encoder_dense": model.encoder_dense,
+             "model.generator_base": model.generator_base, "model.generator_kernel": model.generator_kernel,
+             "model.discriminator_dense": model.discriminator_dense, "optim.lr_decay_steps": config.optim.lr_decay_steps,
+             **{f"model.{name}": min(getattr(model, name), default=1) for name in
+                ("encoder_features", "generator_features", "discriminator_features", "discriminator_strides")}}
+    for name, value in counts.items():
+        if value < 0:
+            raise ConfigError(f"{name} must be non-negative, got {value}")
+    for name, value in sizes.items():
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
 
 
 def to_dict(config: Config) -> dict[str, Any]:
     """A JSON-ready dict of the config."""
     return dataclasses.asdict(config)
+
+
+# Fields earlier versions wrote, with the one value this version implies: (section, field) -> value.
+_RETIRED_FIELDS = {("model", "channels"): 1}
 
 
 def from_dict(data: dict[str, Any]) -> Config:
@@ -421,6 +438,7 @@ def from_dict(data: dict[str, Any]) -> Config:
             continue
         fields = _field_types(cls)
         values = data.get(name, {})
+        values = {k: v for k, v in values.items() if (name, k) not in _RETIRED_FIELDS or _RETIRED_FIELDS[name, k] != v}
         unknown = set(values) - set(fields)
         if unknown:
             raise ConfigError(f"config section {name!r} has unknown fields {sorted(unknown)}")

@@ -8,6 +8,8 @@ which XLA's CPU backend runs about 17x slower than the members' convolutions one
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -52,9 +54,10 @@ def _conv(strides: tuple[int, int], padding: tuple[tuple[int, int], ...]):
 
 
 def conv_general_dilated(
-    lhs: jax.Array, rhs: jax.Array, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-    dimension_numbers=None, feature_group_count: int = 1, batch_group_count: int = 1, precision=None,
-    preferred_element_type=None,
+    lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None, rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None, feature_group_count: int = 1, batch_group_count: int = 1, precision: Any = None,
+    preferred_element_type: Any = None,
 ) -> jax.Array:
     """The plain NHWC convolutions of these networks, fast for an ensemble's members on the CPU.
 

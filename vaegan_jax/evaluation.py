@@ -14,7 +14,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -35,6 +34,7 @@ from vaegan_jax.reconstruction import per_image_scores
 from vaegan_jax.runs import RunPaths, data_meta
 from vaegan_jax.sharding import is_main_process
 from vaegan_jax.trained_run import TrainedRun, load_run
+from vaegan_jax.writer import main_process_log, to_stderr
 
 SCHEMA = "vaegan_jax.eval/1"
 MODEL = "model"
@@ -99,7 +99,7 @@ def split_trials(data: PreparedData, split: str) -> Trials:
     return trials
 
 
-def member_name(origin: dict[str, int]) -> str:
+def member_name(origin: dict[str, float]) -> str:
     """The method name of one ensemble member in a report, from its origin (`config.member_origins`)."""
     return f"{MODEL}-seed{origin['seed']}" + (f"-epoch{origin['stage1_epoch']}" if "stage1_epoch" in origin else "") + (
         f"-kl{origin['kl_weight']:g}" if "kl_weight" in origin else "")
@@ -314,14 +314,6 @@ def log_to_tensorboard(report: Report, run: Path, warn: Callable[[str], None]) -
         warn(f"warning: could not log to {RunPaths(run).tensorboard} ({err.strerror or err})")
 
 
-def _quiet(message: str) -> None:
-    """Where the warnings of processes other than 0 go."""
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
 def evaluate_run(
     ckpt: str | os.PathLike,
     data_path: str | os.PathLike | None = None,
@@ -329,7 +321,7 @@ def evaluate_run(
     out: str | os.PathLike | None = None,
     baselines: tuple[str, ...] = DEFAULT_BASELINES,
     step: int | None = None,
-    warn: Callable[[str], None] = _stderr,
+    warn: Callable[[str], None] = to_stderr,
     baseline_voxels: str = "all",
     inference: list[str] | None = None,
 ) -> tuple[Path, Report]:
@@ -337,7 +329,7 @@ def evaluate_run(
 
     `inference` assignments (e.g. ["inference.temperature=0.5"]) change how the model decodes, nothing else.
     """
-    warn = warn if is_main_process() else _quiet
+    warn = main_process_log(warn)
     run = load_run(ckpt, step, inference or [])
     dataset = load_dataset(data_path) if data_path is not None else run.training_data()
     data = run.prepare(dataset, warn)

@@ -15,6 +15,7 @@ from vaegan_jax.config import ModelConfig
 from vaegan_jax.cpu_convolution import conv_general_dilated
 
 NETWORKS = ("visual_encoder", "cognitive_encoder", "generator", "discriminator")
+CHANNELS = 1  # the stimuli are grey-scale: every loader keeps one channel
 
 _init = nn.initializers.normal(stddev=0.02)
 
@@ -143,7 +144,7 @@ class Generator(nn.Module):
             # A transposed convolution to an odd size (13 -> 25 in the paper's net) keeps the first rows.
             h = h[:, :size, :size, :]
             h = nn.relu(_batch_norm(train, dtype)(h))
-        h = _conv_layer(cfg.channels, 1, dtype)(h)
+        h = _conv_layer(CHANNELS, 1, dtype)(h)
         return jnp.tanh(h).astype(jnp.float32)
 
 
@@ -184,7 +185,7 @@ def build_networks(config: ModelConfig) -> dict[str, nn.Module]:
 
 def example_inputs(config: ModelConfig, n_voxels: int, batch: int = 2) -> dict[str, jax.Array]:
     """Dummy inputs that fix each network's parameter shapes at initialisation."""
-    image = jnp.zeros((batch, config.image_size, config.image_size, config.channels), jnp.float32)
+    image = jnp.zeros((batch, config.image_size, config.image_size, CHANNELS), jnp.float32)
     return {
         "visual_encoder": image,
         "cognitive_encoder": jnp.zeros((batch, n_voxels), jnp.float32),

@@ -65,7 +65,7 @@ def path_scores(stimuli: np.ndarray, reconstructions: dict[str, np.ndarray]) -> 
 
 
 def ensemble_scores(
-    stimuli: dict[str, np.ndarray], members: dict[str, dict[str, np.ndarray]], origins: list[dict[str, int]]
+    stimuli: dict[str, np.ndarray], members: dict[str, dict[str, np.ndarray]], origins: list[dict[str, float]]
 ) -> dict[str, Any]:
     """The final report's figures: `path_scores` of the members' mean for "val" and "test" (empty for a split
     without trials), and of each member, with its origin (`config.member_origins`), for an ensemble.

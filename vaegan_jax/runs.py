@@ -17,15 +17,18 @@ from typing import Any
 import jax
 
 import vaegan_jax
+from vaegan_jax import choices, history
 from vaegan_jax import config as config_lib
 from vaegan_jax.config import Config, prior_variants, snapshot_epochs
 from vaegan_jax.data.dataset import Dataset
 from vaegan_jax.data.prepare import PreparedData
 from vaegan_jax.errors import CheckpointError, ConfigError
+from vaegan_jax.reconstruction import SUMMARY_METRICS
 from vaegan_jax.sharding import barrier
 
 RECORDED_PACKAGES = (
-    "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "scikit-image", "tensorboardX",
+    "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "scikit-image", "scikit-learn",
+    "tensorboardX",
 )
 
 
@@ -207,6 +210,38 @@ def describe_run(config: Config, dataset: Dataset, data: PreparedData, layout: s
         + f"{_snapshot_members(config)} {layout}: {', '.join(str(d) for d in jax.devices())}",
         f"run      {paths.root}",
     ])
+
+
+def describe_result(paths: RunPaths, report: dict[str, Any], timing: dict[str, dict[str, float]]) -> str:
+    """What train.py prints when a run ends: its choices, the kept checkpoint's figures, each stage's validations,
+    the time each part took and where everything went."""
+    lines = []
+    if paths.choices.exists():
+        lines += ["", f"chosen       {choices.summarize(json.loads(paths.choices.read_text()))} "
+                      f"(cross-validated on the fit trials: {paths.choices})"]
+    lines += ["", f"best checkpoint: step {report['checkpoint_step']} (stage {report['stage']}, epoch "
+                  f"{report['epoch_in_stage']}), chosen by validation PCC",
+              f"{'split':6} {'path':6} {'PCC':>7} {'MSE':>7} {'SSIM':>7} {'2-way':>7}"]
+
+    def row(split: str, path: str, figures: dict[str, float]) -> str:
+        return f"{split:6} {path:6} " + " ".join(f"{figures[f'{m}_{path}']:7.4f}" for m in SUMMARY_METRICS)
+
+    lines += [row(split, path, report[split]) for split in ("val", "test") if report[split] for path in ("fmri", "image")]
+    lines += [row("test", "fmri", member["test"]) + f"   member {config_lib.describe_member(member)}"
+              for member in report.get("members", [])]
+    if report.get("validation"):
+        lines += ["", f"validations  (each stage's; every one in {paths.validation})", *history.describe(report["validation"])]
+    parts = [f"{name} {t['epochs']} epochs {t['seconds']:.1f} s ({t['seconds'] / t['epochs']:.3g} s/epoch, the loop's "
+             f"own work {1000 * (t['seconds'] - t['waiting_seconds']) / t['epochs']:.0f} ms/epoch)"
+             for name, t in timing.items() if t.get("epochs")]
+    if "choices" in timing:
+        parts.insert(1, f"choices {timing['choices']['seconds']:.1f} s")
+    parts.append(f"final report {timing['final_report']['seconds']:.1f} s")
+    lines += ["", f"time         {', '.join(parts)} (compilation included)",
+              "", f"run folder   {paths.root}", f"checkpoints  {paths.checkpoints}",
+              f"tensorboard  tensorboard --logdir {paths.tensorboard}", f"picture      {paths.grid}",
+              f"metrics      {paths.metrics}", f"report       python eval.py --ckpt {paths.root}"]
+    return "\n".join(lines)
 
 
 def _snapshot_members(config: Config) -> str:

@@ -17,7 +17,7 @@ import optax
 from flax import linen as nn
 from flax.training import train_state
 
-from vaegan_jax import losses
+from vaegan_jax import losses, rng
 from vaegan_jax.augmentation import elastic_distort
 from vaegan_jax.config import Config, LossConfig, member_count, prior_variants
 from vaegan_jax.models import NETWORKS, build_networks, example_inputs
@@ -28,8 +28,6 @@ States = dict[str, "TrainState"]
 Metrics = dict[str, jax.Array]
 # The loss settings (LossConfig fields) that differ between members, one value per member: stage I's variants.
 MemberLoss = dict[str, jax.Array]
-# What a training step's key folds in for its images' elastic distortion (train.elastic_augment).
-AUGMENT_STREAM = 1
 
 
 class TrainState(train_state.TrainState):
@@ -147,16 +145,6 @@ def decoding_states(states: States, stage: int) -> States:
     return hand_on_averages(states) if stage == 1 else states
 
 
-def member_keys(config: Config, stage: int = 3) -> jax.Array:
-    """The base RNG key of each member in `stage` (default: the run's final members): member k is seeded
-    `train.seed + k`, so stage I's members keep their keys when its snapshots join them; stage I's variants
-    share their seed's key, so the variant a run keeps trains as a run with its KL weight fixed would."""
-    offsets = jnp.arange(member_count(config, stage))
-    if prior_variants(config, stage):
-        offsets = offsets % config.train.ensemble
-    return jax.vmap(jax.random.key)(config.train.seed + offsets)
-
-
 def member_loss(config: Config, stage: int) -> MemberLoss:
     """Each member's value of the loss settings that differ between members (`MemberLoss`), in member order."""
     weights = prior_variants(config, stage)
@@ -179,7 +167,7 @@ def _weighted_sum(learner: str, config: LossConfig, terms: dict[str, jax.Array],
 
 def create_members(config: Config, n_voxels: int, keys: jax.Array) -> States:
     """Train states of every member, stacked on a leading member axis (member k from `keys[k]`)."""
-    return jax.vmap(lambda key: create_states(config, n_voxels, jax.random.fold_in(key, 0)))(keys)
+    return jax.vmap(lambda key: create_states(config, n_voxels, rng.init(key)))(keys)
 
 
 def take_member(states: States, k: int) -> States:
@@ -409,8 +397,7 @@ class EpochRunner:
                 indices, step_key = xs
                 batch = jax.tree.map(lambda a: a[indices], data)
                 if augment > 0:
-                    # Folded, not split: the step's own draws from step_key stay what they are without augmentation.
-                    distorted = elastic_distort(jax.random.fold_in(step_key, AUGMENT_STREAM), batch["image"], augment)
+                    distorted = elastic_distort(rng.augment(step_key), batch["image"], augment)
                     batch = {**batch, "image": distorted}
                 return train_step(carry, split_batch(batch), step_key, varying)
 

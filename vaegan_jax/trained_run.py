@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -25,15 +24,13 @@ from vaegan_jax.data import load_dataset
 from vaegan_jax.data.dataset import Dataset
 from vaegan_jax.data.prepare import PreparedData, prepare
 from vaegan_jax.errors import CheckpointError, ConfigError, DataError
+from vaegan_jax.images import save_png, tile_rows
 from vaegan_jax.reconstruction import Reconstructor, model_inputs
 from vaegan_jax.steps import States, decoding_states
+from vaegan_jax.writer import to_stderr
 
 if TYPE_CHECKING:
     from vaegan_jax.evaluation import Report
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +70,7 @@ class TrainedRun:
         """The run decoding as `inference.field=value` assignments say (how the fMRI path turns a posterior into an image)."""
         for assignment in assignments:
             if not assignment.strip().startswith("inference."):
-                raise ConfigError(f"--set {assignment!r}: a trained run changes only inference.* (samples, temperature); "
+                raise ConfigError(f"--set {assignment!r}: a trained run changes only inference.* (how it decodes); "
                                   "the rest of the config is the trained model's")
         config = config_lib.override(self.config, assignments)
         return dataclasses.replace(self, config=config, reconstructor=Reconstructor(config, self.checkpoint.mesh))
@@ -113,12 +110,15 @@ class TrainedRun:
                             f"({data.name}, {data.source}); pass --data PATH")
         return data.origin.load()
 
-    def prepare(self, dataset: Dataset, warn: Callable[[str], None] = _stderr) -> PreparedData:
+    def prepare(self, dataset: Dataset, warn: Callable[[str], None] = to_stderr) -> PreparedData:
         """The run's fit/val/test splits of `dataset`, refusing data the model cannot read and warning on other data."""
         trained = self.meta.data
         if dataset.n_voxels != trained.n_voxels:
             raise DataError(f"{dataset.source}: {dataset.n_voxels} voxels, but {self.checkpoint.path} was trained "
                             f"on {trained.n_voxels}")
+        if dataset.image_size != trained.image_size:
+            raise DataError(f"{dataset.source}: {dataset.image_size}x{dataset.image_size} images, but "
+                            f"{self.checkpoint.path} was trained on {trained.image_size}x{trained.image_size}")
         train = self.config.train
         data = prepare(dataset, train.val_trials, train.split_seed, train.selected_voxels, train.shipped_prior)
         if dataset.fingerprint != trained.fingerprint:
@@ -145,7 +145,7 @@ class TrainedRun:
         split: str = "test",
         baselines: tuple[str, ...] | None = None,
         baseline_voxels: str = "all",
-        warn: Callable[[str], None] = _stderr,
+        warn: Callable[[str], None] = to_stderr,
     ) -> Report:
         """eval.py's report of a split (the training data's unless `data_path` names other; eval.py's baselines
         unless `baselines` names others), in memory: metrics.json's content, the reconstructions and the grid."""
@@ -166,3 +166,15 @@ def load_run(path: str | os.PathLike, step: int | None = None, inference: list[s
     config = checkpoint.meta.config
     run = TrainedRun(checkpoint, config, Reconstructor(config, checkpoint.mesh))
     return run.with_inference(list(inference)) if inference else run
+
+
+def save_reconstructions(out: str | os.PathLike, images: np.ndarray, checkpoint: Path, per_row: int = 10) -> None:
+    """Write decode.py's folder: reconstructions.npz (images (N, H, W) in [0, 1] and the checkpoint that made them)
+    and reconstructions.png, `per_row` images a row."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out / "reconstructions.npz", images=images.astype(np.float32), checkpoint=str(checkpoint))
+        save_png(out / "reconstructions.png", tile_rows([images[i:i + per_row] for i in range(0, len(images), per_row)]))
+    except OSError as err:
+        raise ConfigError(f"{out}: cannot write the reconstructions ({err.strerror or err}); choose another --out") from None

@@ -7,6 +7,7 @@ only process 0 writes event files, draws progress bars or prints.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +21,11 @@ from vaegan_jax.sharding import is_main_process
 
 def silent(message: str) -> None:
     """A log that drops every message (the processes that do not report)."""
+
+
+def to_stderr(message: str) -> None:
+    """A log that prints each message on stderr: where the library's warnings go unless the caller says otherwise."""
+    print(message, file=sys.stderr)
 
 
 def main_process_log(log: Callable[[str], None]) -> Callable[[str], None]:

@@ -1,5 +1,7 @@
 """Data sets: the Dataset type, the file loaders, validation splits and voxel scaling."""
 
+from typing import Any
+
 from vaegan_jax.data.dataset import Dataset, Trials, VoxelScaler, carve_validation
 from vaegan_jax.data.loaders import from_dgmm_mapping, from_donders_mapping, from_npz_mapping, load_dataset
 
@@ -16,7 +18,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     """Import the synthetic generator on first use, so `python -m vaegan_jax.data.synthetic` runs it fresh."""
     if name == "load_synthetic":
         from vaegan_jax.data.synthetic import load_synthetic

@@ -97,16 +97,21 @@ def load_voxel_rows(path: str | os.PathLike[str], key: str | None = None) -> np.
     if data.startswith(files.NPY_MAGIC):
         if key is not None:
             raise DataError(f"{source}: a .npy file holds a single array; name none")
-        return _voxels(files.read_npy(data, source), "the array", source)
-    arrays = files.open_arrays(data, source)
-    names = sorted(arrays)
-    if key is None and len(names) != 1:
-        shown = ", ".join(names[:_KEYS_SHOWN]) + (", ..." if len(names) > _KEYS_SHOWN else "")
-        raise DataError(f"{source}: holds {len(names)} arrays ({shown}); name the one with the voxels (decode.py --key)")
-    key = names[0] if key is None else key
-    if key not in arrays:
-        raise DataError(f"{source}: no array {key!r}; it holds {', '.join(names[:_KEYS_SHOWN])}")
-    return _voxels(arrays[key], key, source)
+        key, value = "the array", files.read_npy(data, source)
+    else:
+        arrays = files.open_arrays(data, source)
+        names = sorted(arrays)
+        if key is None and len(names) != 1:
+            shown = ", ".join(names[:_KEYS_SHOWN]) + (", ..." if len(names) > _KEYS_SHOWN else "")
+            raise DataError(f"{source}: holds {len(names)} arrays ({shown}); name the one with the voxels (decode.py --key)")
+        key = names[0] if key is None else key
+        if key not in arrays:
+            raise DataError(f"{source}: no array {key!r}; it holds {', '.join(names[:_KEYS_SHOWN])}")
+        value = arrays[key]
+    voxels = _voxels(value, key, source)
+    if len(voxels) == 0:
+        raise DataError(f"{source}: {key} holds no voxel rows")
+    return voxels
 
 
 def from_donders_mapping(

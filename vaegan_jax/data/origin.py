@@ -49,11 +49,7 @@ class DataOrigin:
             raise DataError(f"{self.file}: the data the run was trained on is not there; pass --data PATH")
         return load_dataset(self.file)
 
-    def to_json(self) -> dict[str, Any]:
-        """The JSON form a checkpoint stores."""
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> DataOrigin:
-        """The origin a checkpoint stored."""
+        """The origin a checkpoint stored (its fields, as `dataclasses.asdict` writes them)."""
         return cls(file=document.get("file"), synthetic_seed=document.get("synthetic_seed"))

@@ -265,7 +265,7 @@ def load_synthetic(seed: int = 0, model: VoxelModel = VoxelModel()) -> Dataset:
 
 def _save_mat(arrays: dict[str, np.ndarray], path: str) -> None:
     """The arrays as a MATLAB 5 file in the Donders layout, readable by loaders.load_dataset."""
-    scipy.io.savemat(path, arrays, do_compression=True)
+    scipy.io.savemat(path, arrays, do_compression=True, appendmat=False)
 
 
 def _save_grid(arrays: dict[str, np.ndarray], path: str, n_extra: int = 20, zoom: int = 4) -> None:
@@ -276,7 +276,7 @@ def _save_grid(arrays: dict[str, np.ndarray], path: str, n_extra: int = 20, zoom
     pad = np.zeros((-len(images) % per_row, SIDE, SIDE), dtype=np.uint8)
     images = np.concatenate([images, pad]).reshape(-1, per_row, SIDE, SIDE)
     sheet = images.transpose(0, 2, 1, 3).reshape(images.shape[0] * SIDE, per_row * SIDE)
-    Image.fromarray(sheet).resize((sheet.shape[1] * zoom, sheet.shape[0] * zoom), Image.NEAREST).save(path)
+    Image.fromarray(sheet).resize((sheet.shape[1] * zoom, sheet.shape[0] * zoom), Image.NEAREST).save(path, format="PNG")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
