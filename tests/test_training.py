@@ -13,14 +13,15 @@ from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
 from vaegan_jax import config as config_lib
-from vaegan_jax import history
+from vaegan_jax import history, metrics
+from vaegan_jax.baselines import RidgeDecoder
 from vaegan_jax.checkpoints import FORMAT_VERSION, CheckpointStore
 from vaegan_jax.config import Config
 from vaegan_jax.data import Dataset
 from vaegan_jax.steps import STAGES, TrainState
 from vaegan_jax.runs import RunPaths
 from vaegan_jax.errors import Interrupted
-from vaegan_jax.training import Trainer
+from vaegan_jax.training import Trainer, measures_ridge_leads
 
 from conftest import N_TEST, N_TRAIN, assert_trees_identical, checkpoint_arrays, flat_arrays
 
@@ -114,8 +115,25 @@ def test_metrics_json_reports_the_best_checkpoint(trained: Trainer) -> None:
     store = CheckpointStore(trained.paths.checkpoints, read_only=True)
     assert report["checkpoint_step"] == store.best_step()
     assert report["val"]["pcc_fmri"] == pytest.approx(store.read_meta(store.best_step())["val_score"])
-    for split in ("val", "test"):
-        assert {f"{m}_{p}" for m in ("pcc", "mse", "ssim", "ident_2way") for p in ("fmri", "image")} == set(report[split])
+    for split, paths in (("val", ("fmri", "image", "ridge")), ("test", ("fmri", "image"))):
+        assert {f"{m}_{p}" for m in ("pcc", "mse", "ssim", "ident_2way") for p in paths} == set(report[split])
+    # The ridge row is pixel ridge from every voxel, fitted on the fit trials alone (the test split unread).
+    data = trained.data
+    ridge = RidgeDecoder().fit(data.fit.voxels, data.fit.images).predict(data.val.voxels)
+    assert report["val"]["pcc_ridge"] == pytest.approx(metrics.pcc(data.val.images, ridge).mean(), rel=1e-6)
+
+
+@pytest.mark.parametrize("fmri, ridge, leads", [
+    ((0.80, 0.030, 0.70), (0.78, 0.039, 0.50), []),
+    ((0.68, 0.067, 0.19), (0.78, 0.039, 0.50), ["PCC 0.6800 < 0.7800", "MSE 0.0670 > 0.0390", "SSIM 0.1900 < 0.5000"]),
+    ((0.80, 0.040, 0.70), (0.78, 0.039, 0.50), ["MSE 0.0400 > 0.0390"]),
+])
+def test_the_measures_on_which_ridge_leads_are_named_with_both_figures(
+    fmri: tuple[float, ...], ridge: tuple[float, ...], leads: list[str]
+) -> None:
+    scores = {**{f"{m}_fmri": v for m, v in zip(("pcc", "mse", "ssim"), fmri)},
+              **{f"{m}_ridge": v for m, v in zip(("pcc", "mse", "ssim"), ridge)}}
+    assert measures_ridge_leads(scores) == leads
 
 
 def test_validation_csv_holds_every_validation_and_metrics_json_sums_it_up_per_stage(
@@ -234,5 +252,9 @@ def test_train_py_writes_a_complete_run_folder(train_py_run: tuple[Path, subproc
     assert [timing[f"stage{n}"]["epochs"] for n in (1, 2, 3)] == list(EPOCHS)
     assert all(part["seconds"] > 0 for part in timing.values()) and "final_report" in timing
     assert f"stage1 {EPOCHS[0]} epochs" in done.stdout and "final report" in done.stdout
+    # The validation ridge row is printed, and the warning appears exactly when ridge leads on some measure.
+    val = json.loads(paths.metrics.read_text())["val"]
+    assert "val    ridge " in done.stdout
+    assert ("warning: on the validation trials the fMRI path trails ridge" in done.stdout) == bool(measures_ridge_leads(val))
     # Nothing temporary is left behind.
     assert not [p for p in out.rglob("*") if "tmp" in p.name]

@@ -226,7 +226,8 @@ def describe_result(paths: RunPaths, report: dict[str, Any], timing: dict[str, d
     def row(split: str, path: str, figures: dict[str, float]) -> str:
         return f"{split:6} {path:6} " + " ".join(f"{figures[f'{m}_{path}']:7.4f}" for m in SUMMARY_METRICS)
 
-    lines += [row(split, path, report[split]) for split in ("val", "test") if report[split] for path in ("fmri", "image")]
+    lines += [row(split, path, report[split]) for split in ("val", "test") for path in ("fmri", "image", "ridge")
+              if f"pcc_{path}" in report[split]]
     lines += [row("test", "fmri", member["test"]) + f"   member {config_lib.describe_member(member)}"
               for member in report.get("members", [])]
     if report.get("validation"):

@@ -21,6 +21,7 @@ import numpy as np
 
 from vaegan_jax import cadence, choices, history, rng
 from vaegan_jax import config as config_lib
+from vaegan_jax.baselines import RidgeDecoder
 from vaegan_jax.checkpoints import CheckpointMeta, CheckpointStore, DataRecord, Split, abstract_tree, checkpoint_tree, unpack
 from vaegan_jax.config import Config
 from vaegan_jax.data.dataset import Dataset, Trials
@@ -238,6 +239,12 @@ class Trainer:
         return {path: self.reconstructor(states, self.keys, arrays[source], path, size)
                 for path, source in (("fmri", "voxels"), ("image", "image"))}
 
+    def ridge_on_validation(self) -> dict[str, float]:
+        """The floor the fMRI path should clear: ridge regression from every voxel to pixels, fitted on the fit
+        trials, scored on the validation trials ({"pcc_ridge": ..., "mse_ridge": ..., ...})."""
+        ridge = RidgeDecoder().fit(self.data.fit.voxels, self.data.fit.images)
+        return path_scores(self.data.val.images, {"ridge": ridge.predict(self.data.val.voxels)})
+
     def validate(self, stage: Stage, writer: RunWriter) -> float | None:
         """Log validation losses, metrics and a reconstruction grid; return the fMRI-path validation PCC."""
         if len(self.data.val) == 0:
@@ -416,6 +423,13 @@ class Trainer:
             "epoch_in_stage": 0 if meta is None else meta.epoch_in_stage,
             **ensemble_scores(stimuli, members, origins),
         }
+        if len(self.data.val):
+            report["val"].update(self.ridge_on_validation())
+            trailing = measures_ridge_leads(report["val"])
+            if trailing:
+                self.log("warning: on the validation trials the fMRI path trails ridge regression from voxels to "
+                         f"pixels on {', '.join(trailing)}; stage I's prior may be too weak for these data (more "
+                         "image-only images, stage-I epochs or train.elastic_augment may help)")
         test = {path: images.mean(axis=0) for path, images in members["test"].items()}
         grid = labelled_grid(
             [self.data.test.images, test["fmri"], test["image"]], ["stimulus", "fMRI path", "image path"]
@@ -426,6 +440,15 @@ class Trainer:
             save_png(self.paths.grid, grid)
             write_json(self.paths.metrics, report)
         return report
+
+
+def measures_ridge_leads(scores: dict[str, float]) -> list[str]:
+    """The measures among PCC, MSE and SSIM on which ridge ("*_ridge") beats the fMRI path ("*_fmri") in `scores`,
+    each with both figures, e.g. "PCC 0.683 < 0.782"."""
+    lower_is_better = {"pcc": False, "mse": True, "ssim": False}
+    return [f"{m.upper()} {scores[f'{m}_fmri']:.4f} {'>' if lower else '<'} {scores[f'{m}_ridge']:.4f}"
+            for m, lower in lower_is_better.items()
+            if (scores[f"{m}_fmri"] > scores[f"{m}_ridge"] if lower else scores[f"{m}_fmri"] < scores[f"{m}_ridge"])]
 
 
 def run_training(
