@@ -444,7 +444,7 @@ class Trainer:
 
 def measures_ridge_leads(scores: dict[str, float]) -> list[str]:
     """The measures among PCC, MSE and SSIM on which ridge ("*_ridge") beats the fMRI path ("*_fmri") in `scores`,
-    each with both figures, e.g. "PCC 0.683 < 0.782"."""
+    each with both figures, e.g. "PCC 0.6830 < 0.7820"."""
     lower_is_better = {"pcc": False, "mse": True, "ssim": False}
     return [f"{m.upper()} {scores[f'{m}_fmri']:.4f} {'>' if lower else '<'} {scores[f'{m}_ridge']:.4f}"
             for m, lower in lower_is_better.items()
