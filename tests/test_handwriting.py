@@ -107,13 +107,37 @@ def test_a_data_set_without_extras_gets_the_shipped_prior(digits_dataset: Datase
 def test_own_extras_win_and_other_sizes_get_none(digits_dataset: Dataset) -> None:
     own = np.zeros((3, 28, 28), np.float32)
     extras, source = image_only_extras(dataclasses.replace(digits_dataset, extra_images=own), shipped_prior=True)
-    assert extras is own and "own 3" in source
+    np.testing.assert_array_equal(extras, own)
+    assert "own 3 (0 removed" in source
     small = dataclasses.replace(
         digits_dataset,
         train=dataclasses.replace(digits_dataset.train, images=digits_dataset.train.images[:, :16, :16]),
         test=dataclasses.replace(digits_dataset.test, images=digits_dataset.test.images[:, :16, :16]),
     )
     assert image_only_extras(small, shipped_prior=True) == (None, "none")
+
+
+def test_own_extras_lose_their_copies_of_the_stimuli(digits_dataset: Dataset) -> None:
+    # A test stimulus shifted by a pixel and a training stimulus as it is would let stage I learn them.
+    images, _ = handwriting.load_digits()
+    strangers = images[100:104].astype(np.float32) / 255
+    shifted_test = np.roll(digits_dataset.test.images[1], 1, axis=1)
+    own = np.concatenate([strangers[:2], shifted_test[None], digits_dataset.train.images[:1], strangers[2:]])
+    extras, source = image_only_extras(dataclasses.replace(digits_dataset, extra_images=own), shipped_prior=True)
+    np.testing.assert_array_equal(extras, strangers)
+    assert "own 6 (2 removed as exact or near-exact copies" in source
+    prepared = prepare(dataclasses.replace(digits_dataset, extra_images=own), 4, 0)
+    np.testing.assert_array_equal(prepared.extra_images, strangers)
+
+
+def test_own_extras_that_all_copy_stimuli_give_way_to_the_shipped_prior(digits_dataset: Dataset) -> None:
+    copies = digits_dataset.test.images
+    replaced = dataclasses.replace(digits_dataset, extra_images=copies)
+    extras, source = image_only_extras(replaced, shipped_prior=True)
+    assert extras is not None and len(extras) == handwriting.PRIOR_SIZE
+    assert source.startswith(f"the data set's own {len(copies)} were all copies") and "shipped MNIST" in source
+    extras, source = image_only_extras(replaced, shipped_prior=False)
+    assert extras is None and source.endswith("; none")
 
 
 def test_a_dgmm_file_of_doubles_trains_stage_one_on_the_shipped_prior(tmp_path: Path, tiny_config: Config) -> None:

@@ -66,15 +66,23 @@ def select_voxels(voxels: np.ndarray, images: np.ndarray, n: int) -> np.ndarray:
 
 def image_only_extras(dataset: Dataset, shipped_prior: bool) -> tuple[np.ndarray | None, str]:
     """Stage I's image-only images and where they come from: the data set's own, else (if allowed and the
-    images are 28x28) the shipped MNIST sixes and nines less any copy of the data set's 100-odd stimuli."""
-    if dataset.extra_images is not None:
-        return dataset.extra_images, f"the data set's own {len(dataset.extra_images)}"
-    if not shipped_prior or dataset.image_size != handwriting.SIDE:
-        return None, "none"
+    images are 28x28) the shipped MNIST sixes and nines; either way less every exact or near-exact copy of
+    the data set's stimuli."""
     # The test stimuli are read here for one purpose only: no copy of them may reach training.
     stimuli = np.concatenate([dataset.train.images, dataset.test.images])
+    own = dataset.extra_images
+    if own is not None:
+        copies = handwriting.near_duplicates(own, stimuli)
+        removed = f"{int(copies.sum())} removed as exact or near-exact copies of its stimuli"
+        if not copies.all():
+            return own[~copies], f"the data set's own {len(own)} ({removed})"
+        own_line = f"the data set's own {len(own)} were all copies of its stimuli and were removed; "
+    else:
+        own_line = ""
+    if not shipped_prior or dataset.image_size != handwriting.SIDE:
+        return None, own_line + "none"
     prior = handwriting.prior_without_stimuli(stimuli)
-    return prior.images, prior.describe()
+    return prior.images, own_line + prior.describe()
 
 
 def prepare(
