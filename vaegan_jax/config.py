@@ -232,7 +232,9 @@ PRESETS: dict[str, Config] = {
     # ridge solution; the voxel count, the decoding temperature of the posterior predictive mean, whether that
     # start mixes in the inverted encoding model, and the black level are chosen by each run on its own fit
     # trials (choices.py). Every learner steps from one forward pass, as in Larsen et al.'s Algorithm 1: 0.7x
-    # the arithmetic of updating them in turn, and no worse a prior (docs/experiments.md).
+    # the arithmetic of updating them in turn, and no worse a prior (docs/experiments.md). Stage I distorts
+    # half its images elastically: it gained in every seed on extras that are all real digits, as the real
+    # 69 file's are, and changed nothing measurable on extras that hold distorted variants already.
     "fast": Config(
         preset="fast",
         model=ModelConfig(
@@ -243,7 +245,7 @@ PRESETS: dict[str, Config] = {
         loss=LossConfig(kl_weight=8.0, kl_candidates=(2.0, 4.0, 8.0), llike_weight=1.0, gamma=1e-2, pixel_weight=1.0),
         optim=OptimConfig(lr_discriminator=1e-4, lr_cognitive_encoder=3e-5),
         train=TrainConfig(epochs=(20, 10, 10), batch_size=16, cognitive_init="ridge", selected_voxels=-1,
-                           weight_average=0.997, readout_mix=-1.0, updates="simultaneous"),
+                           weight_average=0.997, readout_mix=-1.0, updates="simultaneous", elastic_augment=0.5),
         inference=InferenceConfig(samples=32, temperature=-1.0, black_level=-1.0),
     ),
     # Seconds, for tests. One step per compiled call: programs of such small networks take longer to compile
