@@ -27,6 +27,9 @@ DIGITS_FILE = Path(__file__).with_name("mnist_sixes_nines.npz")
 # Among the 1,000 digits the most similar two distinct ones correlate at 0.96 (pixel PCC); copies of a
 # stimulus, re-quantised or shifted by a pixel, correlate above this.
 NEAR_DUPLICATE_PCC = 0.97
+# A data set's own image-only images may be far less varied than handwriting (distinct smooth shapes were seen to
+# correlate at 0.995), so among them only copies exact up to rounding, at a shift of up to one pixel, count.
+COPY_PCC = 0.999
 PRIOR_SIZE = 2000
 # Elastic distortion (Simard et al. 2003), in pixels of a 28x28 digit: sigma smooths the random displacement
 # field, alpha scales it. Simard used alpha 34 with sigma 4 on MNIST; at 34 many of these digits stop looking

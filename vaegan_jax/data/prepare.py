@@ -65,15 +65,15 @@ def select_voxels(voxels: np.ndarray, images: np.ndarray, n: int) -> np.ndarray:
 
 
 def image_only_extras(dataset: Dataset, shipped_prior: bool) -> tuple[np.ndarray | None, str]:
-    """Stage I's image-only images and where they come from: the data set's own, else (if allowed and the
-    images are 28x28) the shipped MNIST sixes and nines; either way less every exact or near-exact copy of
-    the data set's stimuli."""
+    """Stage I's image-only images and where they come from: the data set's own less every copy of one of its
+    stimuli, else (if allowed and the images are 28x28) the shipped MNIST sixes and nines less every exact or
+    near-exact copy of one."""
     # The test stimuli are read here for one purpose only: no copy of them may reach training.
     stimuli = np.concatenate([dataset.train.images, dataset.test.images])
     own = dataset.extra_images
     if own is not None:
-        copies = handwriting.near_duplicates(own, stimuli)
-        removed = f"{int(copies.sum())} removed as exact or near-exact copies of its stimuli"
+        copies = handwriting.near_duplicates(own, stimuli, handwriting.COPY_PCC)
+        removed = f"{int(copies.sum())} removed as copies of its stimuli"
         if not copies.all():
             return own[~copies], f"the data set's own {len(own)} ({removed})"
         own_line = f"the data set's own {len(own)} were all copies of its stimuli and were removed; "
