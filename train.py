@@ -24,7 +24,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", metavar="DIR", help="run folder (default: runs/<time>-<preset>)")
     parser.add_argument("--epochs", metavar="I,II,III", help="epochs of the three stages, e.g. 10,100,10")
     parser.add_argument("--batch-size", type=int, metavar="N", help="batch size")
-    parser.add_argument("--seed", type=int, metavar="S", help="training seed: initialisation, batches, dropout (the validation split has train.split_seed)")
+    parser.add_argument("--seed", type=int, metavar="S", help="training seed: initialisation, batches, dropout, "
+                        "elastic distortion (the validation split has train.split_seed)")
     parser.add_argument("--ensemble", type=int, metavar="K",
                         help="train K models seeded S, S+1, ... side by side (vmapped, split across devices); "
                         "the model's reconstruction is their average")
