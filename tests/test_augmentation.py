@@ -63,7 +63,7 @@ def test_a_probability_outside_zero_to_one_is_refused(tiny_config: Config, proba
 
 @pytest.mark.slow
 def test_only_stage_one_sees_distorted_images(tiny_config: Config, dataset: Dataset) -> None:
-    base = config_lib.override(tiny_config, [f"model.image_size={dataset.image_size}"])
+    base = config_lib.override(tiny_config, [f"model.image_size={dataset.image_size}", "train.elastic_augment=0"])
     augmented = config_lib.override(base, ["train.elastic_augment=1"])
     data = prepare(dataset, base.train.val_trials, base.train.split_seed)
     arrays = {"image": to_model_images(data.fit.images, dataset.image_size), "voxels": jnp.asarray(data.fit.voxels)}
