@@ -166,3 +166,13 @@ def test_a_dgmm_file_of_doubles_trains_stage_one_on_the_shipped_prior(tmp_path: 
     assert "shipped MNIST" in trainer.summary()
     off = Trainer(config_lib.override(config, ["train.shipped_prior=false"]), dataset, RunPaths(tmp_path / "off"))
     assert len(off.arrays["images_only"]["image"]) == len(off.data.fit)
+
+
+def test_copies_are_found_in_every_block_of_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    images, _ = handwriting.load_digits()
+    stimuli, candidates = images[:10], images[10:45].copy()
+    candidates[[3, 17, 34]] = stimuli[[0, 4, 9]]
+    expected = handwriting.near_duplicates(candidates, stimuli)
+    assert set(np.flatnonzero(expected)) >= {3, 17, 34}
+    monkeypatch.setattr(handwriting, "_BLOCK", 4)
+    np.testing.assert_array_equal(handwriting.near_duplicates(candidates, stimuli), expected)

@@ -30,6 +30,7 @@ NEAR_DUPLICATE_PCC = 0.97
 # A data set's own image-only images may be far less varied than handwriting (distinct smooth shapes were seen to
 # correlate at 0.995), so among them only copies exact up to rounding, at a shift of up to one pixel, count.
 COPY_PCC = 0.999
+_BLOCK = 1024
 PRIOR_SIZE = 2000
 # Elastic distortion (Simard et al. 2003), in pixels of a 28x28 digit: sigma smooths the random displacement
 # field, alpha scales it. Simard used alpha 34 with sigma 4 on MNIST; at 34 many of these digits stop looking
@@ -69,10 +70,13 @@ def near_duplicates(candidates: np.ndarray, stimuli: np.ndarray, threshold: floa
         return np.zeros(len(candidates), dtype=bool)
     targets = _unit_rows(np.asarray(stimuli, np.float64))
     copied = np.zeros(len(candidates), dtype=bool)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            shifted = np.roll(np.asarray(candidates, np.float64), (dy, dx), axis=(1, 2))
-            copied |= (_unit_rows(shifted) @ targets.T).max(axis=1) >= threshold
+    # A block of candidates at a time: a data set's own extras may be many large images.
+    for start in range(0, len(candidates), _BLOCK):
+        block = np.asarray(candidates[start:start + _BLOCK], np.float64)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                shifted = _unit_rows(np.roll(block, (dy, dx), axis=(1, 2)))
+                copied[start:start + _BLOCK] |= (shifted @ targets.T).max(axis=1) >= threshold
     return copied
 
 
