@@ -70,19 +70,16 @@ def image_only_extras(dataset: Dataset, shipped_prior: bool) -> tuple[np.ndarray
     near-exact copy of one."""
     # The test stimuli are read here for one purpose only: no copy of them may reach training.
     stimuli = np.concatenate([dataset.train.images, dataset.test.images])
-    own = dataset.extra_images
+    own, all_copies = dataset.extra_images, ""
     if own is not None:
         copies = handwriting.near_duplicates(own, stimuli, handwriting.COPY_PCC)
-        removed = f"{int(copies.sum())} removed as copies of its stimuli"
         if not copies.all():
-            return own[~copies], f"the data set's own {len(own)} ({removed})"
-        own_line = f"the data set's own {len(own)} were all copies of its stimuli and were removed; "
-    else:
-        own_line = ""
+            return own[~copies], f"the data set's own {len(own)} ({int(copies.sum())} removed as copies of its stimuli)"
+        all_copies = f"the data set's own {len(own)} were all copies of its stimuli and were removed; "
     if not shipped_prior or dataset.image_size != handwriting.SIDE:
-        return None, own_line + "none"
+        return None, all_copies + "none"
     prior = handwriting.prior_without_stimuli(stimuli)
-    return prior.images, own_line + prior.describe()
+    return prior.images, all_copies + prior.describe()
 
 
 def prepare(
