@@ -25,11 +25,15 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# Runs as a plain script from anywhere, so the package is found next to this folder.
+sys.path.insert(0, str(REPO))
+
+from vaegan_jax.reconstruction import LOWER_IS_BETTER  # noqa: E402
+
 BASELINES = "ridge,mean,latent-ridge"
 LIKE_FOR_LIKE = "ridge,latent-ridge"
 SELECTED = " (model's voxels)"
 MEASURES = (("pcc", "PCC", ".3f"), ("mse", "MSE", ".4f"), ("ssim", "SSIM", ".3f"), ("ident_2way", "2-way", ".3f"))
-LOWER_IS_BETTER = {"mse"}
 LABELS = {
     "model": "**D-VAE/GAN**", "ridge": "ridge, voxels -> pixels", "latent-ridge": "latent-ridge",
     "mean": "mean training image",

@@ -25,6 +25,8 @@ from vaegan_jax.steps import States, make_reconstruct
 PATHS = {"fmri": "cognitive_encoder", "image": "visual_encoder"}
 # The measures training logs and reports, as means over trials.
 SUMMARY_METRICS = ("pcc", "mse", "ssim", "ident_2way")
+# The summary measures on which a lower figure is the better one.
+LOWER_IS_BETTER = frozenset({"mse"})
 
 
 class Reconstructor:

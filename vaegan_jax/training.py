@@ -31,7 +31,7 @@ from vaegan_jax.data.prepare import PreparedData, prepare, select_voxels, to_mod
 from vaegan_jax.errors import CheckpointError, ConfigError, Diverged, Interrupted
 from vaegan_jax.images import labelled_grid, save_png
 from vaegan_jax.initialisation import ridge_initialised_members
-from vaegan_jax.reconstruction import Reconstructor, ensemble_scores, path_scores
+from vaegan_jax.reconstruction import LOWER_IS_BETTER, Reconstructor, ensemble_scores, path_scores
 from vaegan_jax.runs import (
     RunPaths, check_free_space, describe_run, open_run_folder, read_saved_config, run_info, write_json,
 )
@@ -445,10 +445,13 @@ class Trainer:
 def measures_ridge_leads(scores: dict[str, float]) -> list[str]:
     """The measures among PCC, MSE and SSIM on which ridge ("*_ridge") beats the fMRI path ("*_fmri") in `scores`,
     each with both figures, e.g. "PCC 0.6830 < 0.7820"."""
-    lower_is_better = {"pcc": False, "mse": True, "ssim": False}
-    return [f"{m.upper()} {scores[f'{m}_fmri']:.4f} {'>' if lower else '<'} {scores[f'{m}_ridge']:.4f}"
-            for m, lower in lower_is_better.items()
-            if (scores[f"{m}_fmri"] > scores[f"{m}_ridge"] if lower else scores[f"{m}_fmri"] < scores[f"{m}_ridge"])]
+    trailing = []
+    for measure in ("pcc", "mse", "ssim"):
+        ours, ridge = scores[f"{measure}_fmri"], scores[f"{measure}_ridge"]
+        lower_is_better = measure in LOWER_IS_BETTER
+        if (ours > ridge) if lower_is_better else (ours < ridge):
+            trailing.append(f"{measure.upper()} {ours:.4f} {'>' if lower_is_better else '<'} {ridge:.4f}")
+    return trailing
 
 
 def run_training(
