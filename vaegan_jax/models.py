@@ -34,6 +34,13 @@ def _conv_layer(features: int, stride: int, dtype: jnp.dtype) -> nn.Conv:
                    conv_general_dilated=conv_general_dilated)
 
 
+def _gaussian_head(h: jax.Array, latent_dim: int) -> tuple[jax.Array, jax.Array]:
+    """The (mu, logvar) layers both encoders end in, in float32 whatever the compute type."""
+    mu = nn.Dense(latent_dim, kernel_init=_init, name="mu")(h)
+    logvar = nn.Dense(latent_dim, kernel_init=_init, name="logvar")(h)
+    return mu.astype(jnp.float32), logvar.astype(jnp.float32)
+
+
 def spatial_sizes(image_size: int, n_halvings: int) -> list[int]:
     """Feature-map sizes after each stride-2 SAME layer: [image_size, ceil(/2), ...]."""
     sizes = [image_size]
@@ -105,9 +112,7 @@ class VisualEncoder(nn.Module):
         h = h.reshape(h.shape[0], -1)
         h = nn.Dense(cfg.encoder_dense, kernel_init=_init, dtype=dtype)(h)
         h = _activation(_batch_norm(train, dtype)(h), cfg.negative_slope)
-        mu = nn.Dense(cfg.latent_dim, kernel_init=_init, name="mu")(h)
-        logvar = nn.Dense(cfg.latent_dim, kernel_init=_init, name="logvar")(h)
-        return mu.astype(jnp.float32), logvar.astype(jnp.float32)
+        return _gaussian_head(h, cfg.latent_dim)
 
 
 class CognitiveEncoder(nn.Module):
@@ -122,9 +127,7 @@ class CognitiveEncoder(nn.Module):
         if cfg.cognitive_hidden > 0:
             h = nn.Dense(cfg.cognitive_hidden, kernel_init=_init, dtype=dtype)(h)
             h = _activation(_batch_norm(train, dtype)(h), cfg.negative_slope)
-        mu = nn.Dense(cfg.latent_dim, kernel_init=_init, name="mu")(h)
-        logvar = nn.Dense(cfg.latent_dim, kernel_init=_init, name="logvar")(h)
-        return mu.astype(jnp.float32), logvar.astype(jnp.float32)
+        return _gaussian_head(h, cfg.latent_dim)
 
 
 class Generator(nn.Module):
