@@ -17,7 +17,8 @@ from PIL import Image
 
 from vaegan_jax import cli, metrics
 from vaegan_jax.errors import ConfigError
-from vaegan_jax.data import load_synthetic
+from vaegan_jax.data import load_dataset, load_synthetic
+from vaegan_jax.data.prepare import select_voxels
 from vaegan_jax.baselines import RidgeDecoder
 from vaegan_jax import load_run
 from vaegan_jax.checkpoints import locate_checkpoint
@@ -177,6 +178,24 @@ def test_other_data_warns_once_and_the_val_split_evaluates(
     assert doc["protocol"]["split"] == "val" and doc["protocol"]["n_trials"] == 4
     assert list(doc["methods"]) == ["model", "latent-ridge", "ridge"] and doc["protocol"]["n_ways"] == [2]
     assert not doc["data"]["same_as_training"]
+
+
+@pytest.mark.slow
+def test_other_data_reach_the_model_as_in_training(run_dir: Path, tmp_path: Path) -> None:
+    # The training file's trials without labels: its validation split is carved unstratified, so the fit trials,
+    # their voxel statistics and their best voxels differ from training's. The encoder must still read its own.
+    dataset = load_synthetic()
+    unlabelled = tmp_path / "unlabelled.npz"
+    np.savez(unlabelled, train_images=dataset.train.images, train_voxels=dataset.train.voxels,
+             test_images=dataset.test.images, test_voxels=dataset.test.voxels)
+    run = load_run(run_dir)
+    rebuilt = run.prepare(load_dataset(unlabelled), warn=lambda message: None)
+    assert tuple(rebuilt.fit.indices.tolist()) != run.meta.split.fit
+    assert tuple(select_voxels(rebuilt.fit.voxels, rebuilt.fit.images, 300).tolist()) != run.meta.split.voxels
+    own = run.evaluate(split="test", baselines=(), warn=lambda message: None)
+    other = run.evaluate(unlabelled, split="test", baselines=(), warn=lambda message: None)
+    np.testing.assert_array_equal(other.arrays["rec_model"], own.arrays["rec_model"])
+    np.testing.assert_array_equal(other.arrays["rec_model"], run.reconstruct(dataset.test.voxels))
 
 
 @pytest.mark.slow

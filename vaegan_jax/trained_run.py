@@ -120,11 +120,14 @@ class TrainedRun:
             raise DataError(f"{dataset.source}: {dataset.image_size}x{dataset.image_size} images, but "
                             f"{self.checkpoint.path} was trained on {trained.image_size}x{trained.image_size}")
         train = self.config.train
-        data = prepare(dataset, train.val_trials, train.split_seed, train.selected_voxels, train.shipped_prior)
         if dataset.fingerprint != trained.fingerprint:
             warn(f"warning: evaluating on data {dataset.fingerprint} ({dataset.source}), but {self.checkpoint.path} "
-                 f"was trained on data {trained.fingerprint} ({trained.source})")
-            return data
+                 f"was trained on data {trained.fingerprint} ({trained.source}); the model reads its voxels as in "
+                 "training, the splits and the baselines are this data's own")
+            trained_inputs = (self.checkpoint.arrays.scaler, np.asarray(self.meta.split.voxels, np.int64))
+            return prepare(dataset, train.val_trials, train.split_seed, train.selected_voxels, train.shipped_prior,
+                           trained_inputs)
+        data = prepare(dataset, train.val_trials, train.split_seed, train.selected_voxels, train.shipped_prior)
         split = self.meta.split
         rebuilt = {
             "fit trials": (data.fit.indices, split.fit), "val trials": (data.val.indices, split.val),

@@ -83,14 +83,17 @@ def image_only_extras(dataset: Dataset, shipped_prior: bool) -> tuple[np.ndarray
 
 
 def prepare(
-    dataset: Dataset, val_trials: int, seed: int, selected_voxels: int = 0, shipped_prior: bool = False
+    dataset: Dataset, val_trials: int, seed: int, selected_voxels: int = 0, shipped_prior: bool = False,
+    trained_inputs: tuple[VoxelScaler, np.ndarray] | None = None,
 ) -> PreparedData:
     """Carve the validation split, z-score every split's voxels and select voxels, with the fit trials' statistics.
 
     With `shipped_prior`, a data set without image-only extras gets the shipped handwriting (`image_only_extras`).
+    `trained_inputs`, a trained run's (scaler, voxel selection), replaces both: its cognitive encoder reads
+    those voxels, so data other than its own must reach it as they did in training.
     """
     fit, val = carve_validation(dataset.train, val_trials, seed)
-    scaler = VoxelScaler.fit(fit.voxels)
+    scaler = VoxelScaler.fit(fit.voxels) if trained_inputs is None else trained_inputs[0]
     fit = fit.with_voxels(scaler.transform(fit.voxels))
     extras, source = image_only_extras(dataset, shipped_prior)
     return PreparedData(
@@ -99,7 +102,8 @@ def prepare(
         test=dataset.test.with_voxels(scaler.transform(dataset.test.voxels)),
         extra_images=extras,
         scaler=scaler,
-        voxel_selection=select_voxels(fit.voxels, fit.images, selected_voxels),
+        voxel_selection=(select_voxels(fit.voxels, fit.images, selected_voxels) if trained_inputs is None
+                         else np.asarray(trained_inputs[1], np.int64)),
         extra_source=source,
     )
 
