@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from vaegan_jax import cadence
 
 
@@ -13,6 +15,8 @@ def test_validation_follows_its_period_the_stage_end_and_a_stop() -> None:
 def test_only_a_better_score_improves() -> None:
     assert cadence.improves(0.2, None) and cadence.improves(0.3, 0.2)
     assert not cadence.improves(0.2, 0.2) and not cadence.improves(0.1, 0.2) and not cadence.improves(None, 0.2)
+    # A blank reconstruction's PCC is NaN: neither a best itself nor one that later scores fail to beat.
+    assert not cadence.improves(math.nan, None) and not cadence.improves(math.nan, 0.2)
 
 
 def test_saving_follows_new_bests_its_period_the_stage_end_and_a_stop() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import jax
@@ -11,7 +12,7 @@ import pytest
 
 from vaegan_jax import rng
 from vaegan_jax.checkpoints import (
-    FORMAT_VERSION, CheckpointMeta, CheckpointStore, DataRecord, Split, abstract_tree, unpack,
+    FORMAT_VERSION, NO_SCORE, CheckpointMeta, CheckpointStore, DataRecord, Split, abstract_tree, unpack,
 )
 from vaegan_jax.config import Config
 from vaegan_jax.data import Dataset
@@ -53,6 +54,22 @@ def test_a_checkpoint_restores_into_the_abstract_tree_every_part_it_saved(traine
     np.testing.assert_array_equal(jax.random.key_data(restored.keys), jax.random.key_data(trainer.keys))
     expected, got = flat_arrays(trainer.states), flat_arrays(restored.states)
     assert expected.keys() == got.keys() and all(np.array_equal(expected[k], got[k]) for k in expected)
+
+
+def test_a_nan_score_is_no_score_and_never_the_best(trainer: Trainer, tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path / "checkpoints")
+
+    def save(step: int, score: float) -> None:
+        store.save(step, trainer.checkpoint_arrays(), trainer.checkpoint_meta(STAGES[2], step).to_json(), score)
+
+    save(1, math.nan)
+    store.wait()
+    assert store.read_meta(1)["val_score"] == NO_SCORE and store.best_score() is None
+    for step, score in ((2, 0.3), (3, math.nan), (4, 0.2)):
+        save(step, score)
+    store.wait()
+    assert store.best_step() == 2 and store.best_score() == 0.3
+    store.close()
 
 
 def test_metadata_round_trips_through_json(trainer: Trainer) -> None:

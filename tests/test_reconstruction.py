@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from vaegan_jax.data.dataset import VoxelScaler
@@ -33,6 +35,14 @@ def test_a_split_without_trials_scores_nothing_and_a_lone_model_lists_no_members
     members = {"test": {"fmri": _images(rng, 1, 3, 16, 16), "image": _images(rng, 1, 3, 16, 16)}}
     report = ensemble_scores(stimuli, members, [{"seed": 0}])
     assert report["val"] == {} and report["test"] and "members" not in report
+
+
+def test_a_lone_trial_scores_everything_but_identification() -> None:
+    rng = np.random.default_rng(2)
+    stimulus, reconstruction = _images(rng, 1, 16, 16), _images(rng, 1, 16, 16)
+    scores = path_scores(stimulus, {"fmri": reconstruction})
+    assert math.isnan(scores["ident_2way_fmri"])
+    assert all(math.isfinite(scores[f"{measure}_fmri"]) for measure in ("pcc", "mse", "ssim"))
 
 
 def test_model_inputs_are_the_z_scored_selected_voxels() -> None:

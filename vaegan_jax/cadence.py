@@ -6,6 +6,8 @@ this epoch (a signal), which always validates and saves so that a resumed run lo
 
 from __future__ import annotations
 
+import math
+
 
 def every(epoch: int, period: int) -> bool:
     """Whether `epoch` is a multiple of `period`."""
@@ -18,8 +20,9 @@ def validate_now(epoch: int, total: int, period: int, stopping: bool) -> bool:
 
 
 def improves(score: float | None, best: float | None) -> bool:
-    """Whether a validation score beats the best so far (None: no score, or none yet)."""
-    return score is not None and (best is None or score > best)
+    """Whether a validation score beats the best so far (None: no score, or none yet; NaN, the PCC of a blank
+    reconstruction, never does)."""
+    return score is not None and not math.isnan(score) and (best is None or score > best)
 
 
 def save_now(epoch: int, total: int, period: int, improved: bool, stopping: bool) -> bool:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -217,8 +218,10 @@ class CheckpointStore:
         self._purge_pruned()
 
     def save(self, step: int, arrays: Any, meta: dict[str, Any], val_score: float | None) -> None:
-        """Save arrays and metadata as checkpoint `step` (asynchronously; `wait` finishes it)."""
-        meta = {**meta, "format_version": FORMAT_VERSION, "val_score": NO_SCORE if val_score is None else val_score}
+        """Save arrays and metadata as checkpoint `step` (asynchronously; `wait` finishes it). A NaN score (the PCC of a
+        blank reconstruction) is kept as none, so that no comparison with it decides the best checkpoint."""
+        unscored = val_score is None or math.isnan(val_score)
+        meta = {**meta, "format_version": FORMAT_VERSION, "val_score": NO_SCORE if unscored else val_score}
         self.wait()
         try:
             self._manager.save(

@@ -8,6 +8,7 @@ the stimulus resolution with pixels in [0, 1], one per member; the model's own r
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -60,9 +61,10 @@ def per_image_scores(
 
 
 def path_scores(stimuli: np.ndarray, reconstructions: dict[str, np.ndarray]) -> dict[str, float]:
-    """The mean over trials of each SUMMARY_METRICS measure, per path: {"pcc_fmri": ..., "pcc_image": ...}."""
+    """The mean over trials of each SUMMARY_METRICS measure, per path: {"pcc_fmri": ..., "pcc_image": ...}; NaN for
+    identification among fewer trials than it needs."""
     scores = per_image_scores(stimuli, reconstructions)
-    return {f"{measure}_{path}": float(np.mean(per_image[measure]))
+    return {f"{measure}_{path}": float(np.mean(per_image[measure])) if measure in per_image else math.nan
             for path, per_image in scores.items() for measure in SUMMARY_METRICS}
 
 
