@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+from tensorboard.backend.event_processing import event_accumulator
+
 from vaegan_jax import history
+from vaegan_jax.writer import RunWriter, silent
 
 
 def _row(step: int, stage: int, epoch: int, pcc_fmri: float) -> dict[str, float]:
@@ -62,3 +66,15 @@ def test_a_header_cut_short_by_a_kill_starts_the_file_again_on_resume(tmp_path: 
     history.forget_after(path, 3)
     history.append(path, ROWS[0])
     assert history.read(path) == ROWS[:1]
+
+
+def test_tensorboard_gets_the_finite_scores_and_the_history_every_one(tmp_path: Path) -> None:
+    # 2-way identification of a lone validation trial is NaN: no point on a curve, a NaN in the history.
+    scores = {"pcc_fmri": 0.5, "ident_2way_fmri": math.nan}
+    with RunWriter(tmp_path / "tensorboard", tmp_path / "validation.csv", progress=False, log=silent) as writer:
+        writer.scalars(scores, 3, "stage2/val")
+        writer.validation({"step": 3, "stage": 2, "epoch": 1, **scores})
+    events = event_accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert events.Tags()["scalars"] == ["stage2/val/pcc_fmri"]
+    assert math.isnan(history.read(tmp_path / "validation.csv")[0]["ident_2way_fmri"])

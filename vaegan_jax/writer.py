@@ -44,9 +44,11 @@ class RunWriter:
         self.log = main_process_log(log)
 
     def scalars(self, values: dict[str, float], step: int, prefix: str) -> None:
-        """Log each value under the tag `prefix/name`."""
+        """Log each finite value under the tag `prefix/name` (NaN, e.g. 2-way identification of a lone validation
+        trial, has no point on a curve)."""
         for name, value in values.items():
-            self._events.add_scalar(f"{prefix}/{name}", value, step)
+            if np.isfinite(value):
+                self._events.add_scalar(f"{prefix}/{name}", value, step)
 
     def validation(self, row: dict[str, float]) -> None:
         """Add a validation's row to the run's history (history.py)."""
