@@ -21,10 +21,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from vaegan_jax import cli, history, runs
+from vaegan_jax import cli, history, load_run, runs
 from vaegan_jax.checkpoints import PRUNED, CheckpointStore
 from vaegan_jax.errors import summary
-from vaegan_jax.data import Dataset
+from vaegan_jax.data import Dataset, load_dataset
 from vaegan_jax.runs import RunPaths
 from vaegan_jax.steps import STAGES
 from vaegan_jax.training import Trainer
@@ -225,6 +225,25 @@ def test_on_nan_rollback_restores_the_last_checkpoint_and_goes_on_with_the_next_
     assert json.loads(RunPaths(run).metrics.read_text())["stage"] == 3
     # The diverged stage II left no validation; stage III went on after stage II's epochs.
     assert [(row["step"], row["stage"]) for row in history.read(RunPaths(run).validation)] == [(1, 1), (2, 1), (5, 3)]
+
+
+@pytest.mark.slow
+def test_a_rollback_to_stage_one_after_the_choice_of_voxels_goes_on(
+    data_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # Stage I's checkpoint predates the choice, so its cognitive encoder reads other voxels and a fresh one for
+    # the chosen voxels stands in; the diverged epoch had taken (donated) the trainer's own.
+    run = tmp_path / "run"
+    choosing = ["--set", "model.cognitive_hidden=0", "--set", "train.cognitive_init=ridge",
+                "--set", "train.selected_voxels=-1", "--set", "train.voxel_candidates=4,8"]
+    code = train_main([*TINY_ARGS, "--data", str(data_file), "--out", str(run), *choosing, *DIVERGE_STAGE_2,
+                       "--on-nan", "rollback"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "restored checkpoint 2 (stage 1, epoch 2)" in out and "stage3 epoch 1/1" in out
+    trained_run = load_run(run)
+    assert trained_run.meta.stage == 3 and len(trained_run.meta.split.voxels) in (4, 8)
+    assert np.all(np.isfinite(trained_run.reconstruct(load_dataset(data_file).test.voxels)))
 
 
 @pytest.mark.slow

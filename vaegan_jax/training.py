@@ -216,10 +216,13 @@ class Trainer:
             raise CheckpointError(f"{where}: its voxel statistics differ from those rebuilt from the data; it was "
                                   "written by another version of vaegan_jax")
         states = jax.tree.unflatten(jax.tree.structure(self.states), jax.tree.leaves(arrays.states))
-        if list(meta.split.voxels) != self.data.voxel_selection.tolist():
+        selection = self.data.voxel_selection
+        if list(meta.split.voxels) != selection.tolist():
             # Saved before the choice, its cognitive encoder reads other voxels and has not been trained yet
-            # (stage II starts it afresh from ridge): this trainer's own, for the chosen voxels, stands in.
-            states = {**states, "cognitive_encoder": self.states["cognitive_encoder"]}
+            # (stage II starts it afresh from ridge): a fresh one for the chosen voxels stands in. Not the
+            # trainer's own: after a divergence its arrays went to the failed epoch (donated) or hold NaNs.
+            fresh = create_members(self.config, len(selection), arrays.keys)["cognitive_encoder"]
+            states = {**states, "cognitive_encoder": place_members(fresh, self.mesh)}
         return meta, states, arrays.keys
 
     def restore(self, store: CheckpointStore, step: int) -> CheckpointMeta:
