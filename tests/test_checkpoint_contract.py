@@ -129,7 +129,12 @@ def test_the_rng_streams_are_distinct_and_init_is_what_create_members_uses(tiny_
         "init": rng.init(keys[0]),
         "train 1/0": rng.train(keys, 1, 0)[0], "train 1/1": rng.train(keys, 1, 1)[0], "train 2/0": rng.train(keys, 2, 0)[0],
         "validate 0": rng.validate(keys, 0)[0], "validate 1": rng.validate(keys, 1)[0], "decode": rng.decode(keys)[0],
+        # No stream draws from the base key itself, nor augments with a key that a step's own split hands out
+        # (fold_in(key, i) is split(key, n)[i] under jax's partitionable threefry).
+        "base": keys[0], "step": jax.random.key(99),
     }
+    drawn.update({f"step's own {k}": child for k, child in enumerate(jax.random.split(drawn["step"], 3))})
+    drawn["augment"] = rng.augment(drawn["step"])
     data = {name: tuple(np.asarray(jax.random.key_data(key)).tolist()) for name, key in drawn.items()}
     assert len(set(data.values())) == len(data), data
     members = take_member(create_members(tiny_config, 16, keys), 0)

@@ -17,7 +17,8 @@ from vaegan_jax.data import Dataset
 from vaegan_jax.divergence import first_non_finite
 from vaegan_jax.models import NETWORKS, build_networks
 from vaegan_jax.steps import (
-    STAGES, Stage, States, TrainState, create_states, loss_terms, make_joint_gradients, make_train_step, make_update_step,
+    STAGES, Stage, States, TrainState, create_states, loss_terms, make_decode, make_joint_gradients, make_train_step,
+    make_update_step,
 )
 from vaegan_jax.training import Trainer, resolve_image_size
 
@@ -308,3 +309,17 @@ def test_non_finite_batchnorm_statistics_are_caught_though_the_losses_stay_finit
     assert not bool(metrics["finite/generator"][0]) and bool(metrics["finite/discriminator"][0])
     problem = first_non_finite(stage, 1, jax.device_get(metrics))
     assert problem == "stage1 epoch 1: non-finite parameters or BatchNorm statistics of generator"
+
+
+def test_a_trials_decoded_image_does_not_depend_on_the_trials_decoded_with_it(tiny_config: Config) -> None:
+    # decode.py on one scan must give the image eval.py gives it among the whole split.
+    config = config_lib.override(tiny_config, ["model.image_size=28"])
+    generator = create_states(config, 16, jax.random.key(0))["generator"]
+    decode = jax.jit(make_decode(config, samples=4))
+    mu, logvar = jax.random.normal(jax.random.key(1), (2, 6, config.model.latent_dim))
+    key, temperature = jax.random.key(2), jnp.float32(1.0)
+    whole = decode(generator, mu, logvar, key, temperature)
+    # An untrained generator's images are faint (about 1e-4): hence the tolerances.
+    np.testing.assert_allclose(decode(generator, mu[3:5], logvar[3:5], key, temperature), whole[3:5], rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(decode(generator, mu[4:], logvar[4:], key, temperature), whole[4:], rtol=1e-4, atol=1e-8)
+    assert np.abs(decode(generator, mu, logvar, jax.random.key(3), temperature) - whole).max() > 1e-5

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaegan_jax import initialisation, metrics
+from vaegan_jax import initialisation, metrics, rng
 from vaegan_jax.config import AUTO, Config, most_snapshots, snapshot_epochs
 from vaegan_jax.data.dataset import VoxelScaler
 from vaegan_jax.data.prepare import clear_faint_pixels, select_voxels, selection_size, to_model_images, to_native_images
@@ -175,7 +175,7 @@ def decode_posteriors(
         for t in temperatures:
             decode = decoders[config.inference.samples if t > 0 else 0]
             decoded[(n, t)] = np.stack([
-                to_native_images(decode(states["generator"], *posteriors[(n, k)], key, jnp.float32(t)), size)
+                to_native_images(decode(states["generator"], *posteriors[(n, k)], rng.decode(key), jnp.float32(t)), size)
                 for k, (states, key) in enumerate(zip(members, keys))
             ])
     return decoded

@@ -12,13 +12,17 @@ import jax.numpy as jnp
 
 from vaegan_jax.config import Config, member_count, prior_variants
 
-__all__ = ["INIT", "VALIDATE", "AUGMENT", "member_keys", "init", "train", "augment", "validate", "decode"]
+__all__ = ["INIT", "VALIDATE", "DECODE", "AUGMENT", "member_keys", "init", "train", "augment", "validate", "decode"]
 
-# Stream numbers: a stage's own number (1, 2, 3) trains it; 0 and VALIDATE are outside that range.
+# Stream numbers folded into a member's base key: a stage's own number (1, 2, 3) trains it; INIT, VALIDATE and
+# DECODE lie outside that range. No stream draws from the base key itself: under jax's partitionable threefry,
+# fold_in(key, i) is split(key, n)[i] and shares its bits with key's own i-th random words.
 INIT = 0
 VALIDATE = 2**31 - 1
-# What a training step's key folds in for its images' elastic distortion (train.elastic_augment).
-AUGMENT = 1
+DECODE = 2**31 - 2
+# What a training step's key folds in for its images' elastic distortion (train.elastic_augment): beyond the
+# children that the step's own split (its noise, prior draws and dropout) hands out, for the same reason.
+AUGMENT = 2**31 - 3
 
 
 def member_keys(config: Config, stage: int = 3) -> jax.Array:
@@ -53,9 +57,11 @@ def validate(keys: jax.Array, epochs_done: int) -> jax.Array:
 
 
 def decode(keys: jax.Array) -> jax.Array:
-    """Each member's key for decoding fMRI by posterior draws: the base key itself, fixed for the run's life.
+    """The key for decoding fMRI by posterior draws of one member's base key, or of each along a member axis.
 
-    Fixed, so a reconstruction is deterministic; and the base key, because the run's choice of decoding
-    temperature (choices.py) scored the draws of exactly these keys.
+    Fixed for the run's life, so a reconstruction is deterministic, and the same for the run's choice of decoding
+    temperature (choices.py), which thus scores the draws that the run will decode with.
     """
-    return keys
+    if keys.ndim:
+        return jax.vmap(decode)(keys)
+    return jax.random.fold_in(keys, DECODE)

@@ -480,7 +480,8 @@ def make_decode(config: Config, samples: int) -> Callable[[TrainState, jax.Array
     """G's image of a posterior (mu, logvar): (generator state, mu, logvar, key, temperature) -> images.
 
     With `samples` 0 it decodes the posterior mean; else the mean of G over `samples` draws
-    mu + temperature * sigma * eps, the draws fixed by `key`.
+    mu + temperature * sigma * eps, the draws eps fixed by `key` and shared by every trial, so that a trial's
+    image depends on its own posterior alone, not on the others decoded with it.
     """
     generator = build_networks(config.model)["generator"]
 
@@ -488,7 +489,7 @@ def make_decode(config: Config, samples: int) -> Callable[[TrainState, jax.Array
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         if samples == 0:
             return generator.apply(variables, mu, train=False)
-        eps = jax.random.normal(key, (samples, *mu.shape), mu.dtype)
+        eps = jax.random.normal(key, (samples, 1, mu.shape[-1]), mu.dtype)
         z = (mu + temperature * jnp.exp(0.5 * logvar) * eps).reshape(-1, mu.shape[-1])
         images = generator.apply(variables, z, train=False)
         return jnp.mean(images.reshape(samples, *mu.shape[:1], *images.shape[1:]), axis=0)
@@ -504,8 +505,8 @@ def make_reconstruct(config: Config, encoder: str) -> Callable[[States, jax.Arra
     """
     network = build_networks(config.model)[encoder]
     temperature = config.inference.temperature
-    # A temperature of -1 is one the run has yet to choose (choices.py): until then, the posterior mean.
-    decode = make_decode(config, config.inference.samples if encoder == "cognitive_encoder" and temperature >= 0 else 0)
+    # A temperature of -1 is one the run has yet to choose (choices.py): until then, as at 0, the posterior mean.
+    decode = make_decode(config, config.inference.samples if encoder == "cognitive_encoder" and temperature > 0 else 0)
 
     def reconstruct(states: States, inputs: jax.Array, key: jax.Array) -> jax.Array:
         variables = {"params": states[encoder].params, "batch_stats": states[encoder].batch_stats}
