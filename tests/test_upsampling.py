@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from vaegan_jax.models import SubpixelConvTranspose
+from vaegan_jax.models import SubpixelConvTranspose, crop_to_odd_size
 
 KERNEL_SIZES = (3, 4, 5, 6)
 INPUT_SIZES = (5, 8)  # odd and even
@@ -68,3 +68,18 @@ def test_same_gradients_as_conv_transpose(kernel_size: int, size: int) -> None:
         np.testing.assert_allclose(got_x, expected_x, rtol=1e-5, atol=1e-3)
         np.testing.assert_allclose(got_params["params"]["kernel"], expected_params["params"]["kernel"], rtol=1e-5, atol=1e-3)
         np.testing.assert_allclose(got_params["params"]["bias"], expected_params["params"]["bias"], rtol=1e-5, atol=1e-3)
+
+
+def test_an_upsampling_to_an_odd_size_favours_neither_edge() -> None:
+    # With a mirror-symmetric kernel, 13 -> 25 (the paper's generator) must commute with mirroring the image,
+    # as TensorFlow's conv2d_transpose to 25 does; keeping the first 25 of 26 rows would shift it by half a pixel.
+    module = SubpixelConvTranspose(4, 5)
+    x = jax.random.normal(jax.random.key(1), (1, 13, 13, 3))
+    params = module.init(jax.random.key(0), x)["params"]
+    params = {**params, "kernel": params["kernel"] + params["kernel"][::-1, ::-1]}
+
+    def upsample(image: jax.Array) -> jax.Array:
+        return crop_to_odd_size(module.apply({"params": params}, image), 25)
+
+    np.testing.assert_allclose(upsample(x)[:, ::-1, ::-1], upsample(x[:, ::-1, ::-1]), atol=1e-5)
+    assert upsample(x).shape == (1, 25, 25, 4) and crop_to_odd_size(jnp.zeros((1, 26, 26, 4)), 26).shape[1] == 26

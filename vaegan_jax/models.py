@@ -49,6 +49,14 @@ def spatial_sizes(image_size: int, n_halvings: int) -> list[int]:
     return sizes
 
 
+def crop_to_odd_size(upsampled: jax.Array, size: int) -> jax.Array:
+    """A stride-2 SAME transposed convolution's output (2n wide) cut to `size` (2n or 2n - 1; 13 -> 25 in the
+    paper's net) by dropping its first row and column: what TensorFlow's conv2d_transpose to 2n - 1, the
+    official code's, computes (the gradient of a SAME convolution of a (2n - 1)-wide image, padded alike on
+    both sides), so neither edge is favoured."""
+    return upsampled[:, upsampled.shape[1] - size:, upsampled.shape[2] - size:, :]
+
+
 def _subpixel_taps(kernel_size: int) -> tuple[np.ndarray, int, int]:
     """Kernel-tap table of a stride-2 SAME transposed convolution split into its two output phases.
 
@@ -143,9 +151,7 @@ class Generator(nn.Module):
         h = nn.relu(_batch_norm(train, dtype)(h))
         h = h.reshape(z.shape[0], sizes[0], sizes[0], cfg.generator_base)
         for features, size in zip(cfg.generator_features, sizes[1:]):
-            h = SubpixelConvTranspose(features, cfg.generator_kernel, dtype=dtype)(h)
-            # A transposed convolution to an odd size (13 -> 25 in the paper's net) keeps the first rows.
-            h = h[:, :size, :size, :]
+            h = crop_to_odd_size(SubpixelConvTranspose(features, cfg.generator_kernel, dtype=dtype)(h), size)
             h = nn.relu(_batch_norm(train, dtype)(h))
         h = _conv_layer(CHANNELS, 1, dtype)(h)
         return jnp.tanh(h).astype(jnp.float32)
