@@ -17,8 +17,8 @@ from vaegan_jax.data import Dataset
 from vaegan_jax.divergence import first_non_finite
 from vaegan_jax.models import NETWORKS, build_networks
 from vaegan_jax.steps import (
-    STAGES, Stage, States, TrainState, create_states, loss_terms, make_decode, make_joint_gradients, make_train_step,
-    make_update_step,
+    STAGES, Stage, States, TrainState, create_states, loss_terms, make_decode, make_joint_gradients, make_optimizer,
+    make_train_step, make_update_step,
 )
 from vaegan_jax.training import Trainer, resolve_image_size
 
@@ -323,3 +323,15 @@ def test_a_trials_decoded_image_does_not_depend_on_the_trials_decoded_with_it(ti
     np.testing.assert_allclose(decode(generator, mu[3:5], logvar[3:5], key, temperature), whole[3:5], rtol=1e-4, atol=1e-8)
     np.testing.assert_allclose(decode(generator, mu[4:], logvar[4:], key, temperature), whole[4:], rtol=1e-4, atol=1e-8)
     assert np.abs(decode(generator, mu, logvar, jax.random.key(3), temperature) - whole).max() > 1e-5
+
+
+@pytest.mark.parametrize("preset, initial_mean_square, eps", [("paper", 1.0, 1e-10), ("fast", 0.0, 1e-8)])
+def test_rmsprop_starts_as_the_presets_reference_does(preset: str, initial_mean_square: float, eps: float) -> None:
+    # paper: TensorFlow 1's RMSPropOptimizer (the official code's), its mean square starting at 1; fast: optax's.
+    config = config_lib.preset(preset)
+    tx = make_optimizer(config, "generator")
+    gradient = {"w": jnp.array([0.1, -0.02])}
+    updates, _ = tx.update(gradient, tx.init({"w": jnp.zeros(2)}))
+    mean_square = config.optim.rmsprop_decay * initial_mean_square + (1 - config.optim.rmsprop_decay) * gradient["w"] ** 2
+    expected = -config.optim.lr_generator * gradient["w"] / jnp.sqrt(mean_square + eps)
+    np.testing.assert_allclose(updates["w"], expected, rtol=1e-5)

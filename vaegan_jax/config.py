@@ -52,13 +52,17 @@ class LossConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """One RMSProp optimiser per network."""
+    """One RMSProp optimiser per network. Its mean square starts at `rmsprop_initial_scale`: optax's and
+    PyTorch's 0, or TensorFlow 1's 1 (with eps 1e-10), which takes small first steps instead of steps of
+    about 3 x lr whatever the gradient."""
 
     lr_visual_encoder: float = 3e-4
     lr_cognitive_encoder: float = 3e-4
     lr_generator: float = 3e-4
     lr_discriminator: float = 3e-4
     rmsprop_decay: float = 0.9
+    rmsprop_initial_scale: float = 0.0
+    rmsprop_eps: float = 1e-8
     cognitive_weight_decay: float = 0.0
     lr_decay_rate: float = 0.98
     lr_decay_steps: int = 10_000
@@ -206,10 +210,12 @@ class Config:
 
 
 PRESETS: dict[str, Config] = {
-    # The official D-VAE/GAN geometry (method.md): 100x100, latent 128; for GPUs.
+    # The official D-VAE/GAN geometry (method.md): 100x100, latent 128, and the official code's optimiser,
+    # TensorFlow 1's RMSProp; for GPUs.
     "paper": Config(
         preset="paper",
         model=ModelConfig(image_size=100),
+        optim=OptimConfig(rmsprop_initial_scale=1.0, rmsprop_eps=1e-10),
         train=TrainConfig(epochs=(300, 300, 30), batch_size=5),
     ),
     # The 64x64 net of the PyTorch reimplementation this project replaces (the speed peer's geometry).

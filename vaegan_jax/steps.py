@@ -97,7 +97,7 @@ def make_optimizer(config: Config, network: str) -> optax.GradientTransformation
     schedule = optax.exponential_decay(
         getattr(opt, f"lr_{network}"), opt.lr_decay_steps, opt.lr_decay_rate, staircase=True
     )
-    tx = optax.rmsprop(schedule, decay=opt.rmsprop_decay)
+    tx = optax.rmsprop(schedule, decay=opt.rmsprop_decay, eps=opt.rmsprop_eps, initial_scale=opt.rmsprop_initial_scale)
     if network == "cognitive_encoder" and opt.cognitive_weight_decay > 0:
         tx = optax.chain(optax.add_decayed_weights(opt.cognitive_weight_decay), tx)
     return tx
