@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vaegan_jax.data import Dataset, load_dataset
+from vaegan_jax.data.dataset import SMALLEST_IMAGE_SIDE
 from vaegan_jax.errors import DataError
 
 LAYOUT_KEYS = {
@@ -95,7 +96,7 @@ def file_contents(draw: st.DrawFn, pristine: bool) -> dict[str, np.ndarray]:
     sizes = {
         "n": draw(st.integers(6, 16) if pristine else st.integers(0, 16)),
         "m": draw(st.integers(6, 12) if pristine else st.integers(0, 12)),
-        "side": draw(st.integers(1, 5) if pristine else st.integers(0, 5)),
+        "side": draw(st.integers(SMALLEST_IMAGE_SIDE, 13) if pristine else st.integers(0, 13)),
         "voxels": draw(st.integers(1, 6) if pristine else st.integers(0, 6)),
         "extra": draw(st.integers(0, 3)),
     }
@@ -109,7 +110,7 @@ def file_contents(draw: st.DrawFn, pristine: bool) -> dict[str, np.ndarray]:
 def check_valid(dataset: Dataset) -> None:
     """Every promise a loaded Dataset makes."""
     side = dataset.image_size
-    assert side >= 1
+    assert side >= SMALLEST_IMAGE_SIDE
     for trials in (dataset.train, dataset.test):
         assert len(trials) > 0
         assert trials.images.dtype == np.float32 and trials.voxels.dtype == np.float32

@@ -178,12 +178,12 @@ def test_npz_layout_loads_row_major_square_images(tmp_path: Path, suffix: str) -
 
 
 def test_npz_layout_without_optional_keys(tmp_path: Path) -> None:
-    arrays = npz_arrays(side=10)
+    arrays = npz_arrays(side=12)
     for key in ("train_labels", "test_labels", "extra_images"):
         del arrays[key]
     dataset = load_dataset(write(tmp_path / "miyawaki.npz", arrays))
     assert dataset.train.labels is None and dataset.extra_images is None
-    assert dataset.image_size == 10
+    assert dataset.image_size == 12
 
 
 def test_layout_comes_from_keys_not_file_name(tmp_path: Path) -> None:
@@ -254,6 +254,11 @@ def test_truncated_npz(tmp_path: Path) -> None:
     path = write(tmp_path / "cut.npz", npz_arrays())
     path.write_bytes(path.read_bytes()[:-200])
     assert_refused(path)
+
+
+def test_images_too_small_to_score_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "tiny_images.npz", npz_arrays(side=10))
+    assert_refused(path, "train images are 10x10", "at least 11x11")
 
 
 def test_unknown_layout_lists_keys_and_layouts(tmp_path: Path) -> None:
@@ -382,7 +387,7 @@ def mat5_bytes(arrays: dict[str, np.ndarray], order: str = "<", data_type: int =
 
 @pytest.mark.parametrize("order", ["<", ">"])
 def test_hand_written_mat5_in_either_byte_order(tmp_path: Path, order: str) -> None:
-    arrays = npz_arrays(side=4)
+    arrays = npz_arrays(side=12)
     double = {
         "stimTrn": column_major_rows(arrays["train_images"]) / 255.0,
         "stimTest": column_major_rows(arrays["test_images"]),
@@ -439,7 +444,7 @@ def test_real_files_double_classes_load_on_the_0_255_scale(tmp_path: Path, layou
 
 def test_compactly_stored_double_0_255_images_as_matlab_writes_them(tmp_path: Path) -> None:
     # MATLAB stores a whole-valued double variable as miUINT8 bytes; loadmat(mat_dtype=True) returns float64.
-    arrays = npz_arrays(side=4)
+    arrays = npz_arrays(side=12)
     path = tmp_path / "compact.mat"
     images = mat5_bytes(
         {"stimTrn": column_major_rows(arrays["train_images"]), "stimTest": column_major_rows(arrays["train_images"][:6])},
@@ -453,7 +458,7 @@ def test_compactly_stored_double_0_255_images_as_matlab_writes_them(tmp_path: Pa
 
 def test_whole_valued_double_images_keep_their_class(tmp_path: Path) -> None:
     # MATLAB stores whole-valued doubles as uint8; 0/1 double images must stay 0/1, not become 1/255.
-    arrays = npz_arrays(side=4)
+    arrays = npz_arrays(side=12)
     binary = (arrays["train_images"] > 127).astype(np.float64)
     path = tmp_path / "binary.mat"
     images = mat5_bytes({"stimTrn": column_major_rows(binary), "stimTest": column_major_rows(binary)}, data_type=2)

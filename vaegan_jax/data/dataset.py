@@ -75,12 +75,19 @@ class Dataset:
         )
 
 
+# The evaluation's Gaussian SSIM (metrics.py) slides an 11x11 window over every image.
+SMALLEST_IMAGE_SIDE = 11
+
+
 def validate_trials(trials: Trials, split: str, source: str) -> None:
     """Raise DataError naming `source` when a split is empty, mismatched or holds non-finite values."""
     if len(trials) == 0 or trials.voxels.shape[0] == 0:
         raise DataError(f"{source}: the {split} split is empty")
     if trials.images.ndim != 3 or trials.images.shape[1] != trials.images.shape[2]:
         raise DataError(f"{source}: {split} images must be square, got shape {trials.images.shape[1:]}")
+    if trials.images.shape[1] < SMALLEST_IMAGE_SIDE:
+        raise DataError(f"{source}: {split} images are {trials.images.shape[1]}x{trials.images.shape[2]}; the "
+                        f"measures need at least {SMALLEST_IMAGE_SIDE}x{SMALLEST_IMAGE_SIDE}")
     if trials.voxels.ndim != 2:
         raise DataError(f"{source}: {split} voxels must be a 2-D (trials, voxels) array, got {trials.voxels.shape}")
     if trials.images.shape[0] != trials.voxels.shape[0]:
