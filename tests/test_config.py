@@ -7,7 +7,7 @@ import json
 import pytest
 
 from vaegan_jax import config as config_lib
-from vaegan_jax.config import Config
+from vaegan_jax.config import Config, InferenceConfig
 from vaegan_jax.errors import ConfigError
 
 
@@ -38,3 +38,11 @@ def test_a_config_written_with_the_retired_channels_field_still_loads(tiny_confi
     written["model"]["channels"] = 3
     with pytest.raises(ConfigError, match="unknown fields \\['channels'\\]"):
         config_lib.from_dict(written)
+
+
+def test_decoding_before_the_runs_choice_is_the_posterior_mean() -> None:
+    chosen_later = InferenceConfig(samples=32, temperature=-1.0, black_level=-1.0)
+    assert (chosen_later.samples_in_use, chosen_later.temperature_in_use, chosen_later.black_level_in_use) == (0, 0.0, 0.0)
+    assert InferenceConfig(samples=32, temperature=0.0).samples_in_use == 0
+    sampling = InferenceConfig(samples=32, temperature=0.75, black_level=0.05)
+    assert (sampling.samples_in_use, sampling.temperature_in_use, sampling.black_level_in_use) == (32, 0.75, 0.05)

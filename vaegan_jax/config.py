@@ -192,6 +192,16 @@ class InferenceConfig:
     black_level_candidates: tuple[float, ...] = (0.0, 0.02, 0.05)
 
     @property
+    def temperature_in_use(self) -> float:
+        """The temperature decoding applies: 0, the posterior mean, while the run has yet to choose one (-1)."""
+        return max(self.temperature, 0.0)
+
+    @property
+    def samples_in_use(self) -> int:
+        """The posterior draws decoding averages: none at temperature 0, where every draw is the mean."""
+        return self.samples if self.temperature_in_use > 0 else 0
+
+    @property
     def black_level_in_use(self) -> float:
         """The black level decoding applies: none while the run has yet to choose one (-1)."""
         return max(self.black_level, 0.0)

@@ -173,8 +173,8 @@ def checkpoint_record(run: TrainedRun) -> dict[str, Any]:
         "run": str(checkpoint.run), "path": str(checkpoint.path), "step": checkpoint.step,
         "selected_by": checkpoint.selected_by, "stage": meta.stage, "epoch_in_stage": meta.epoch_in_stage,
         "val_score": meta.val_score,
-        "inference": {"samples": inference.samples, "temperature": inference.temperature,
-                      "black_level": inference.black_level},
+        "inference": {"samples": inference.samples_in_use, "temperature": inference.temperature_in_use,
+                      "black_level": inference.black_level_in_use},
         "inference_as_trained": inference == meta.config.inference,
     }
 

@@ -504,9 +504,8 @@ def make_reconstruct(config: Config, encoder: str) -> Callable[[States, jax.Arra
     or the mean of G over posterior draws fixed by `key`, a model's base key).
     """
     network = build_networks(config.model)[encoder]
-    temperature = config.inference.temperature
-    # A temperature of -1 is one the run has yet to choose (choices.py): until then, as at 0, the posterior mean.
-    decode = make_decode(config, config.inference.samples if encoder == "cognitive_encoder" and temperature > 0 else 0)
+    temperature = config.inference.temperature_in_use
+    decode = make_decode(config, config.inference.samples_in_use if encoder == "cognitive_encoder" else 0)
 
     def reconstruct(states: States, inputs: jax.Array, key: jax.Array) -> jax.Array:
         variables = {"params": states[encoder].params, "batch_stats": states[encoder].batch_stats}
