@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -285,3 +286,11 @@ def test_stage_two_starts_from_the_readout_mix_the_run_chose(stage1_networks: tu
         mixed = config_lib.override(config, [f"train.readout_mix={mix}"])
         start = initialisation.ridge_initialised_cognitive_encoder(mixed, states, voxels, model_images, prior_images[:5])
         np.testing.assert_allclose(start["cognitive_encoder"].params["mu"]["kernel"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_blank_candidate_never_wins_the_choice() -> None:
+    # A black level can clear a reconstruction to nothing: its PCC is NaN, which max() would keep if it came first.
+    rows = [{"pcc": math.nan, "name": "blank"}, {"pcc": 0.2, "name": "worse"}, {"pcc": 0.5, "name": "best"},
+            {"pcc": 0.5, "name": "tied"}]
+    assert choices.best_by_pcc(rows)["name"] == "best"
+    assert choices.best_by_pcc(rows[:1])["name"] == "blank"

@@ -244,13 +244,13 @@ def choose(
     size = images.shape[1]
     decoded = decode_posteriors(config, members, keys, posteriors, counts, (0.0,), size)
     rows = scored(decoded)
-    best_at_zero = {n: max(row["pcc"] for row in rows if row["selected_voxels"] == n) for n in counts}
+    best_at_zero = {n: _rank(best_by_pcc([row for row in rows if row["selected_voxels"] == n])) for n in counts}
     shortlist = sorted(counts, key=best_at_zero.get, reverse=True)[: train.choice_shortlist or len(counts)]
     warmer = tuple(t for t in temperatures if t > 0)
     decoded.update(decode_posteriors(config, members, keys, posteriors, shortlist, warmer, size))
     rows = [row for row in rows if 0.0 in temperatures] + scored({setting: decoded[setting] for setting in
                                                                    itertools.product(shortlist, warmer)})
-    best = max(rows, key=lambda row: row["pcc"])
+    best = best_by_pcc(rows)
     epochs = snapshot_epochs(dataclasses.replace(train, snapshots=best["snapshots"]))
     choice = Choice(best["selected_voxels"], best["snapshots"], epochs, best["temperature"], folds, rows,
                     readout_mix=mixes[0])
@@ -262,7 +262,7 @@ def choose(
             mixed = out_of_fold_posteriors(config, members, voxels, images, setting[:1], folds, prior_images, mix)
             decodes[mix] = decode_posteriors(config, members, keys, mixed, [setting[0]], setting[1:], size)[setting]
         mix_rows = [{"readout_mix": mix, **score(decodes[mix], best["snapshots"], fixed_level)} for mix in mixes]
-        kept = max(mix_rows, key=lambda row: row["pcc"])["readout_mix"]
+        kept = best_by_pcc(mix_rows)["readout_mix"]
         chosen = decodes[kept]
         choice = dataclasses.replace(choice, readout_mix=kept, readout_mixes=mix_rows)
     if inference.black_level != AUTO:
@@ -273,6 +273,16 @@ def choose(
     eligible = [row for row in levels if np.isfinite(row["pcc"])] or levels[:1]
     return dataclasses.replace(choice, black_level=max(eligible, key=lambda row: row["ssim"])["black_level"],
                                black_levels=levels)
+
+
+def _rank(row: dict[str, Any]) -> float:
+    """A candidate's PCC as a sort key: NaN, the PCC of a blank reconstruction, below every score."""
+    return row["pcc"] if np.isfinite(row["pcc"]) else -np.inf
+
+
+def best_by_pcc(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The candidate of highest pooled PCC (the first of equals); one with a NaN PCC never wins over a scored one."""
+    return max(rows, key=_rank)
 
 
 def unmade(config: Config, before: Config) -> Config:
