@@ -351,6 +351,11 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(data_file: Path, tmp_path:
     refuse([*TINY_ARGS, "--data", str(data_file), "--out", str(folder), "--overwrite"], one_line_error,
            "not a run folder")
     assert (folder / "chapter1.tex").read_text() == "precious"
+    # A config.json does not make a run of a folder that holds what no run writes.
+    (folder / "config.json").write_text("{}")
+    refuse([*TINY_ARGS, "--data", str(data_file), "--out", str(folder), "--overwrite"], one_line_error,
+           "holds files no run writes (chapter1.tex)")
+    assert (folder / "chapter1.tex").read_text() == "precious"
 
 
 @pytest.mark.slow

@@ -142,6 +142,15 @@ def _package_version(name: str) -> str | None:
         return None
 
 
+def foreign_entries(paths: RunPaths) -> list[str]:
+    """The names in a run folder that neither a run nor eval.py (its `eval*` report folders) writes there."""
+    own = {path.name for path in (paths.checkpoints, paths.tensorboard, paths.config, paths.run_info, paths.metrics,
+                                  paths.validation, paths.grid, paths.choices)}
+    return sorted(entry.name for entry in paths.root.iterdir()
+                  if entry.name not in own and not entry.name.startswith(("eval", ".write_probe"))
+                  and not entry.name.endswith(".tmp"))
+
+
 def open_run_folder(out: str | os.PathLike, resume: bool, overwrite: bool) -> RunPaths:
     """Check that a run folder can be used without clobbering an earlier run, and that it is writable.
 
@@ -156,8 +165,14 @@ def open_run_folder(out: str | os.PathLike, resume: bool, overwrite: bool) -> Ru
         raise ConfigError(f"{paths.root}: run folder exists; pass --resume to continue it or --overwrite to replace it")
     if resume and not paths.config.exists():
         raise CheckpointError(f"{paths.root}: nothing to resume (no config.json)")
-    if exists and overwrite and not resume and not (paths.config.exists() or paths.checkpoints.is_dir()):
-        raise ConfigError(f"{paths.root}: not a run folder (no config.json or checkpoints); --overwrite only replaces runs")
+    if exists and overwrite and not resume:
+        if not (paths.config.exists() or paths.checkpoints.is_dir()):
+            raise ConfigError(f"{paths.root}: not a run folder (no config.json or checkpoints); --overwrite only "
+                              "replaces runs")
+        foreign = foreign_entries(paths)
+        if foreign:
+            raise ConfigError(f"{paths.root}: holds files no run writes ({', '.join(foreign[:3])}"
+                              f"{', ...' if len(foreign) > 3 else ''}); --overwrite only replaces runs")
     # Every process has decided on the folder as it was before any of them writes into it.
     barrier("run folder checked")
     try:
