@@ -20,7 +20,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--voxels", required=True, metavar="FILE",
                         help=".npy file of (trials, voxels) rows, or a .npz or .mat file holding such an array")
     parser.add_argument("--key", metavar="NAME", help="the array of a .npz or .mat file to read (default: its only array)")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: <voxels file name>-decoded)")
+    parser.add_argument("--out", metavar="DIR", help="output folder, new or an earlier decode.py output "
+                        "(default: <voxels file name>-decoded in the current folder)")
     parser.add_argument("--step", type=int, metavar="N", help="checkpoint step (default: the best by validation score)")
     parser.add_argument("--set", action="append", default=[], metavar="inference.FIELD=VALUE",
                         help="decode differently from training, e.g. --set inference.samples=0; repeatable")
@@ -36,12 +37,12 @@ def main(argv: list[str]) -> int:
 
     from vaegan_jax import load_run
     from vaegan_jax.data.loaders import load_voxel_rows
-    from vaegan_jax.trained_run import save_reconstructions
+    from vaegan_jax.trained_run import decode_output, save_reconstructions
 
+    out = decode_output(args.out or f"{Path(args.voxels).name}-decoded")
     voxels = load_voxel_rows(args.voxels, args.key)
     run = load_run(args.run, args.step, args.set)
     images = run.reconstruct(voxels, source=args.voxels)
-    out = Path(args.out or f"{Path(args.voxels).name}-decoded")
     save_reconstructions(out, images, run.checkpoint.path)
     print(f"{len(images)} reconstructions by {run.checkpoint.path}")
     print(f"written  {out}  (reconstructions.npz, reconstructions.png)")

@@ -95,6 +95,11 @@ def test_decode_py_writes_the_reconstructions_of_a_voxel_file(run_dir: Path, tmp
         np.testing.assert_allclose(npz["images"], load_run(run_dir).reconstruct(voxels), atol=1e-6)
     with Image.open(out / "reconstructions.png") as grid:
         assert grid.format == "PNG" and grid.size[0] > 10 * 28
+    # An earlier output is replaced; a folder holding anything else, such as a run, is not touched.
+    assert cli.run(decode_cli.main, ["--run", str(run_dir), "--voxels", str(path), *key, "--out", str(out)]) == 0
+    before = (run_dir / "reconstructions.png").read_bytes()
+    assert cli.run(decode_cli.main, ["--run", str(run_dir), "--voxels", str(path), *key, "--out", str(run_dir)]) == 2
+    assert (run_dir / "reconstructions.png").read_bytes() == before
 
 
 DECODE_BAD_INPUTS = {

@@ -171,10 +171,24 @@ def load_run(path: str | os.PathLike, step: int | None = None, inference: list[s
     return run.with_inference(list(inference)) if inference else run
 
 
-def save_reconstructions(out: str | os.PathLike, images: np.ndarray, checkpoint: Path, per_row: int = 10) -> None:
-    """Write decode.py's folder: reconstructions.npz (images (N, H, W) in [0, 1] and the checkpoint that made them)
-    and reconstructions.png, `per_row` images a row."""
+DECODED_FILES = ("reconstructions.npz", "reconstructions.png")
+
+
+def decode_output(out: str | os.PathLike) -> Path:
+    """decode.py's output folder, refused unless missing, empty or an earlier decode.py output (so that nothing else,
+    a run's own reconstructions.png among them, is overwritten)."""
     out = Path(out)
+    if out.exists():
+        earlier = out.is_dir() and all(entry.name in DECODED_FILES for entry in out.iterdir())
+        if not earlier:
+            raise ConfigError(f"{out}: exists and is not an earlier decode.py output folder; choose another --out")
+    return out
+
+
+def save_reconstructions(out: str | os.PathLike, images: np.ndarray, checkpoint: Path, per_row: int = 10) -> None:
+    """Write decode.py's folder (`decode_output`): reconstructions.npz (images (N, H, W) in [0, 1] and the checkpoint
+    that made them) and reconstructions.png, `per_row` images a row."""
+    out = decode_output(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(out / "reconstructions.npz", images=images.astype(np.float32), checkpoint=str(checkpoint))
