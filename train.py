@@ -9,6 +9,16 @@ import sys
 from vaegan_jax import cli
 
 
+def epoch_counts(text: str) -> str:
+    """--epochs: three whole numbers I,II,III, not all zero."""
+    parts = text.split(",")
+    if len(parts) != 3 or not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected three epoch counts I,II,III, e.g. 20,10,10")
+    if all(int(part) == 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: at least one stage must train")
+    return text
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line of train.py."""
     from vaegan_jax.config import PRESETS
@@ -22,7 +32,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--data", metavar="PATH", help="Donders .mat, DGMM .mat or vaegan_jax .npz file (default: embedded synthetic set)")
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS), help="model and schedule preset (default: fast)")
     parser.add_argument("--out", metavar="DIR", help="run folder (default: runs/<time>-<preset>)")
-    parser.add_argument("--epochs", metavar="I,II,III", help="epochs of the three stages, e.g. 10,100,10")
+    parser.add_argument("--epochs", type=epoch_counts, metavar="I,II,III", help="epochs of the three stages, e.g. 10,100,10")
     parser.add_argument("--batch-size", type=int, metavar="N", help="batch size")
     parser.add_argument("--seed", type=int, metavar="S", help="training seed: initialisation, batches, dropout, "
                         "elastic distortion (the validation split has train.split_seed)")
@@ -54,7 +64,7 @@ def main(argv: list[str]) -> int:
 
     config = config_lib.preset(args.preset)
     assignments = list(args.set)
-    if args.epochs:
+    if args.epochs is not None:
         assignments.append(f"train.epochs={args.epochs}")
     if args.batch_size is not None:
         assignments.append(f"train.batch_size={args.batch_size}")

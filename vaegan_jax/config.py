@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any
 
@@ -304,7 +305,16 @@ def _coerce(text: str, annotation: Any, key: str) -> Any:
             raise ValueError(text)
         return annotation(text)
     except (TypeError, ValueError):
-        raise ConfigError(f"--set {key}={text}: expected a value of type {annotation}") from None
+        raise ConfigError(f"--set {key}={text}: expected {_described(annotation)}") from None
+
+
+def _described(annotation: Any) -> str:
+    """A field type in words: "an integer", "comma-separated numbers", ..."""
+    words = {int: ("an integer", "integers"), float: ("a number", "numbers"), bool: ("true or false", "booleans"),
+             str: ("text", "texts")}
+    if typing.get_origin(annotation) is tuple:
+        return f"comma-separated {words.get(typing.get_args(annotation)[0], ('', 'values'))[1]}"
+    return words.get(annotation, (str(annotation),))[0]
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -345,6 +355,12 @@ def needs_choice(config: Config) -> bool:
 
 def validate(config: Config) -> None:
     """Raise ConfigError for values no run can use."""
+    for section in ("model", "loss", "optim", "train", "inference"):
+        for name, value in dataclasses.asdict(getattr(config, section)).items():
+            # NaN passes every range check below (each comparison is False); infinity is no setting either.
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise ConfigError(f"{section}.{name} must be a finite number, got {value}")
     train, model = config.train, config.model
     if len(train.epochs) != 3 or any(e < 0 for e in train.epochs):
         raise ConfigError(f"epochs must be three non-negative counts (I,II,III), got {train.epochs}")
