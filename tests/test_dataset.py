@@ -70,6 +70,12 @@ def test_carve_validation_without_labels_and_edge_sizes() -> None:
         carve_validation(train, n_val=len(train), seed=0)
 
 
+def test_a_validation_split_of_every_training_trial_is_refused_naming_the_file() -> None:
+    data = from_donders_mapping(donders_mapping(), "mine.mat", "0" * 64)
+    with pytest.raises(DataError, match="^mine.mat: train.val_trials 90 leaves no fit trials"):
+        prepare(data, val_trials=90, seed=0)
+
+
 def test_prepare_z_scores_every_split_with_statistics_of_the_fit_trials_alone() -> None:
     # Validation and test voxels a thousand times larger and far off: any of them in the statistics would show.
     arrays = donders_mapping()

@@ -333,7 +333,10 @@ def evaluate_run(
     run = load_run(ckpt, step, inference or [])
     dataset = load_dataset(data_path) if data_path is not None else run.training_data()
     data = run.prepare(dataset, warn)
-    split_trials(data, split)  # a bad or empty split fails here, before any folder is made
+    try:
+        split_trials(data, split)  # a bad or empty split fails here, before any folder is made
+    except ConfigError as err:
+        raise ConfigError(f"{run.checkpoint.run}: {err}") from None
     out = Path(out).absolute() if out is not None else default_output(run, split)
     if not is_main_process():
         # Every process takes part in the restore and the reconstructions; process 0 alone writes.

@@ -141,7 +141,7 @@ def carve_validation(train: Trials, n_val: int, seed: int) -> tuple[Trials, Tria
     if n_val <= 0:
         return train, train.subset(np.arange(0))
     if n_val >= len(train):
-        raise DataError(f"validation size {n_val} leaves no training trials out of {len(train)}")
+        raise DataError(f"train.val_trials {n_val} leaves no fit trials out of the {len(train)} training trials")
     rng = np.random.default_rng(seed)
     labels = train.labels if train.labels is not None else np.zeros(len(train), dtype=np.int64)
     classes = np.unique(labels)

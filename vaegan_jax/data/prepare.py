@@ -10,6 +10,7 @@ import numpy as np
 
 from vaegan_jax.data import handwriting
 from vaegan_jax.data.dataset import Dataset, Trials, VoxelScaler, carve_validation
+from vaegan_jax.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +93,10 @@ def prepare(
     `trained_inputs`, a trained run's (scaler, voxel selection), replaces both: its cognitive encoder reads
     those voxels, so data other than its own must reach it as they did in training.
     """
-    fit, val = carve_validation(dataset.train, val_trials, seed)
+    try:
+        fit, val = carve_validation(dataset.train, val_trials, seed)
+    except DataError as err:
+        raise DataError(f"{dataset.source}: {err}") from None
     scaler = VoxelScaler.fit(fit.voxels) if trained_inputs is None else trained_inputs[0]
     fit = fit.with_voxels(scaler.transform(fit.voxels))
     extras, source = image_only_extras(dataset, shipped_prior)
