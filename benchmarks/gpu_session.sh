@@ -17,6 +17,11 @@
 # test on the CPU: PRESET=tiny EPOCHS=1,1,1 BENCH_PRESETS=tiny ENSEMBLE_PRESET=tiny bash benchmarks/gpu_session.sh),
 # BENCH_PRESETS (default seed,fast,paper).
 set -uo pipefail
+if [ $# -gt 0 ]; then
+  # It takes no arguments (its settings are environment variables): --help, or anything else, prints the above.
+  sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+  [ "$1" = "--help" ] || [ "$1" = "-h" ]; exit $?
+fi
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_session}
 mkdir -p "$OUT"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +31,14 @@ def test_bench_times_a_step_and_an_epoch_chunk_of_a_stage(tmp_path, capsys):
         assert math.isfinite(row[figure]) and row[figure] > 0, figure
     assert result["ensemble"] is None
     assert capsys.readouterr().out.splitlines()[-3].split()[:2] == ["tiny", "2"]
+
+
+@pytest.mark.parametrize("argument, code", [("--help", 0), ("--epochs", 1)])
+def test_the_gpu_session_script_only_describes_itself_when_given_arguments(
+    argument: str, code: int, tmp_path: Path
+) -> None:
+    # Its settings are environment variables; an argument must never start a session (and its training run).
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_session.sh"), argument], capture_output=True,
+                          text=True, timeout=30, env={**os.environ, "OUT": str(tmp_path / "out")})
+    assert done.returncode == code and "GPU session" in done.stdout
+    assert not (tmp_path / "out").exists()
