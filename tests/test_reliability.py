@@ -475,3 +475,12 @@ def test_a_wrapped_error_is_reported_by_its_root_cause() -> None:
         raise Exception("Encountered error while reading array index: <bound method spec of TensorStore({") from cause
     assert summary(wrapped.value) == 'ValueError: FAILED_PRECONDITION: Error reading "scaler.mean/0": Truncated stream'
     assert summary(OSError(28, "No space left on device")) == "OSError: [Errno 28] No space left on device"
+
+
+def test_debug_adds_the_traceback_and_keeps_the_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = [*TINY_ARGS, "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "run")]
+    assert train_main(argv) == cli.EXIT_BAD_INPUT
+    plain = capsys.readouterr().err.strip().splitlines()
+    assert train_main([*argv, "--debug"]) == cli.EXIT_BAD_INPUT
+    debugged = capsys.readouterr().err.strip().splitlines()
+    assert len(plain) == 1 and debugged[0].startswith("Traceback") and debugged[-1] == plain[0]

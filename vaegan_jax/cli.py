@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from typing import Any, Callable, Iterator, NoReturn
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ EXIT_INTERRUPTED = 130
 
 def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
     """Run a CLI main: project errors become one line on stderr and exit code 2 (3 diverged, 4 lost another process
-    of a multi-process run, 130 interrupted); tracebacks only with --debug."""
+    of a multi-process run, 130 interrupted); with --debug the line comes after the traceback, with the same code."""
     from vaegan_jax.errors import Diverged, Interrupted
 
     argv = sys.argv[1:] if argv is None else argv
@@ -32,14 +33,10 @@ def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
         print(str(err), file=sys.stderr)
         return EXIT_INTERRUPTED
     except Diverged as err:
-        if debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
+        _report(err, debug)
         return EXIT_DIVERGED
     except VaeganError as err:
-        if debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
+        _report(err, debug)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         if debug:
@@ -52,6 +49,13 @@ def run(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
         print(f"error: lost contact with another process of this run, which may have failed ({summary(err)})",
               file=sys.stderr)
         return EXIT_LOST_PROCESS
+
+
+def _report(err: Exception, debug: bool) -> None:
+    """The `error:` line of a project error on stderr, after its traceback with --debug."""
+    if debug:
+        traceback.print_exception(err, file=sys.stderr)
+    print(f"error: {err}", file=sys.stderr)
 
 
 def _lost_another_process(err: Exception) -> bool:
