@@ -291,7 +291,7 @@ def _edit_meta(edit: Callable[[dict], None]) -> Callable[[Path], None]:
 
 
 BAD_INPUTS = {
-    "missing checkpoint": (lambda run, tmp: ["--ckpt", str(tmp / "nowhere")], "not a folder; expected a run folder"),
+    "missing checkpoint": (lambda run, tmp: ["--ckpt", str(tmp / "nowhere")], "does not exist; expected a run folder"),
     "empty checkpoint folder": (lambda run, tmp: ["--ckpt", str(tmp)], "no checkpoints"),
     "corrupt checkpoint": (
         lambda run, tmp: ["--ckpt", str(_tampered_copy(run, tmp, _remove_array_data))],

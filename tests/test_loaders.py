@@ -234,7 +234,7 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
     [
         ("notes.txt", b"just some text\nover two lines\n", "neither"),
         ("garbage.mat", bytes(range(256)) * 8, "neither"),
-        ("empty.mat", b"", "neither"),
+        ("empty.mat", b"", "the file is empty"),
         ("garbage.npz", b"PK\x03\x04" + b"\x00" * 60, ".npz"),
         ("array.npz", None, ".npy"),
         ("v73.mat", b"MATLAB 7.3 MAT-file".ljust(512, b" ") + b"\x89HDF\r\n\x1a\n" + bytes(64), "-v7"),

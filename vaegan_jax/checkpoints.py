@@ -331,7 +331,8 @@ def locate_checkpoint(path: str | os.PathLike, step: int | None) -> tuple[Path, 
     """Run folder, checkpoints folder, step (None: the best) and how it was chosen, from any of the three paths."""
     path = Path(path).absolute()
     if not path.is_dir():
-        raise CheckpointError(f"{path}: not a folder; expected a run folder, its checkpoints/ or a checkpoints/<step>")
+        what = "not a folder" if path.exists() else "does not exist"
+        raise CheckpointError(f"{path}: {what}; expected a run folder, its checkpoints/ or a checkpoints/<step>")
     if (path / "checkpoints").is_dir():
         return path, path / "checkpoints", step, "best validation score" if step is None else "--step"
     if path.name.isdigit():

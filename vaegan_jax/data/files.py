@@ -27,9 +27,12 @@ def read_bytes(path: str | os.PathLike[str]) -> tuple[str, bytes]:
     """The path as it appears in error messages (one line), and the file's bytes."""
     source = one_line(os.fspath(path))
     try:
-        return source, Path(path).read_bytes()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise DataError(f"{source}: cannot read the file ({describe(exc)})") from exc
+    if not data:
+        raise DataError(f"{source}: the file is empty")
+    return source, data
 
 
 def read_npy(data: bytes, source: str) -> np.ndarray:
