@@ -43,7 +43,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="override any config field, e.g. --set loss.gamma=0.01 (repeatable)")
     parser.add_argument("--no-extra-images", action="store_true", help="stage I uses only the fitting trials' images")
     parser.add_argument("--on-nan", choices=("stop", "rollback"), help="on a NaN/inf loss: stop the run, or roll back and end the stage")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint, "
+                        "with its saved config (--preset, --epochs, --set and the like are not applied)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     parser.add_argument("--no-progress", action="store_true", help="print a line per validation instead of progress bars")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
