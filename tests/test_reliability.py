@@ -368,6 +368,13 @@ def test_overwrite_keeps_the_earlier_run_when_the_new_one_cannot_start(
     assert file_hashes(earlier_run) == before
 
 
+def test_a_run_that_cannot_start_leaves_no_folder(data_file: Path, tmp_path: Path,
+                                                  one_line_error: Callable[[], str]) -> None:
+    out = tmp_path / "runs" / "new"
+    refuse([*TINY_ARGS, "--data", str(data_file), "--out", str(out), "--batch-size", "64"], one_line_error, "batch size 64")
+    assert not out.exists()
+
+
 def test_an_unwritable_output_folder_is_refused_before_training(data_file: Path, tmp_path: Path,
                                                                  one_line_error: Callable[[], str]) -> None:
     blocker = tmp_path / "a-file"

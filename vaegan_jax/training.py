@@ -13,6 +13,7 @@ import os
 import shutil
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -28,7 +29,7 @@ from vaegan_jax.data.dataset import Dataset, Trials
 from vaegan_jax.data.origin import DataOrigin
 from vaegan_jax.divergence import first_non_finite
 from vaegan_jax.data.prepare import PreparedData, prepare, select_voxels, to_model_images
-from vaegan_jax.errors import CheckpointError, ConfigError, Diverged, Interrupted
+from vaegan_jax.errors import CheckpointError, ConfigError, Diverged, Interrupted, VaeganError
 from vaegan_jax.images import labelled_grid, save_png
 from vaegan_jax.initialisation import ridge_initialised_members
 from vaegan_jax.reconstruction import LOWER_IS_BETTER, Reconstructor, ensemble_scores, path_scores
@@ -477,14 +478,21 @@ def run_training(
     files and logs.
     """
     log = main_process_log(log)
+    created = not Path(out).exists()
     paths = open_run_folder(out, resume, overwrite)
     if resume:
         saved = read_saved_config(paths)
         if resolve_image_size(config, dataset) != saved:
             log(f"note: --resume continues with the run's saved config {paths.config}")
         config = saved
-    trainer = Trainer(config, dataset, paths, interrupt=interrupt, progress=progress, log=log, origin=origin)
-    check_free_space(paths, trainer.checkpoint_arrays())
+    try:
+        trainer = Trainer(config, dataset, paths, interrupt=interrupt, progress=progress, log=log, origin=origin)
+        check_free_space(paths, trainer.checkpoint_arrays())
+    except VaeganError:
+        # A run that cannot start leaves no trace: not even the empty folder made for it.
+        if created and is_main_process() and not any(paths.root.iterdir()):
+            paths.root.rmdir()
+        raise
     info = run_info(trainer.config, dataset, argv)
     info["stage1_extra_images"] = trainer.data.extra_source if trainer.config.train.use_extra_images else "none"
     if resume:
