@@ -27,9 +27,9 @@ Layout 3, this project's own .npz for other data sets (also accepted inside a .m
     test_labels   (M,)       optional; integer class labels
     extra_images  (K, H, H)  optional; image-only data (e.g. for stage-I pre-training), same rules
 
-Images must be square (H x H, H >= 11: the evaluation's SSIM window); any integer dtype holding 0..255 is read as 8-bit, and so
-are floats holding whole numbers 0..255 with some above 1 (MATLAB's class double, as in both real files);
-other float images must lie in [0, 1]; bool, complex, string and object arrays are refused. The file
+Images must be square (H x H, H >= 11: the evaluation's SSIM window); any integer dtype holding 0..255 is
+read as 8-bit, and so are floats holding whole numbers 0..255 with some above 1 (MATLAB's class double, as in
+both real files); other float images must lie in [0, 1]; bool, complex, string and object arrays are refused. The file
 is read with `np.load(allow_pickle=False)`. Trial indices are positions: train 0..N-1, test
 N..N+M-1. The data set is named after the file stem. Write one with e.g.
 `np.savez("mine.npz", train_images=..., train_voxels=..., test_images=..., test_voxels=...)`.
