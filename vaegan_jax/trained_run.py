@@ -119,16 +119,16 @@ class TrainedRun:
         if dataset.image_size != trained.image_size:
             raise DataError(f"{dataset.source}: {dataset.image_size}x{dataset.image_size} images, but "
                             f"{self.checkpoint.path} was trained on {trained.image_size}x{trained.image_size}")
-        train = self.config.train
-        if dataset.fingerprint != trained.fingerprint:
+        train, split = self.config.train, self.meta.split
+        other_data = dataset.fingerprint != trained.fingerprint
+        trained_inputs = (self.checkpoint.arrays.scaler, np.asarray(split.voxels, np.int64)) if other_data else None
+        data = prepare(dataset, train.val_trials, train.split_seed, train.selected_voxels, train.shipped_prior,
+                       trained_inputs)
+        if other_data:
             warn(f"warning: evaluating on data {dataset.fingerprint} ({dataset.source}), but {self.checkpoint.path} "
                  f"was trained on data {trained.fingerprint} ({trained.source}); the model reads its voxels as in "
                  "training, the splits and the baselines are this data's own")
-            trained_inputs = (self.checkpoint.arrays.scaler, np.asarray(self.meta.split.voxels, np.int64))
-            return prepare(dataset, train.val_trials, train.split_seed, train.selected_voxels, train.shipped_prior,
-                           trained_inputs)
-        data = prepare(dataset, train.val_trials, train.split_seed, train.selected_voxels, train.shipped_prior)
-        split = self.meta.split
+            return data
         rebuilt = {
             "fit trials": (data.fit.indices, split.fit), "val trials": (data.val.indices, split.val),
             "test trials": (data.test.indices, split.test), "selected voxels": (data.voxel_selection, split.voxels),
